@@ -1,0 +1,113 @@
+"""Strided 1-D convolutional encoder: waveform [B, 1, T] -> latents z_e [B, D, T // hop].
+
+Frame alignment: every strided layer pads its input by (kernel - stride) samples, split between left and right,
+so a layer maps length n to exactly floor(n / stride). Stacking gives T_z = floor(T / hop) with hop = product of
+the strides, for every T (T not divisible by hop included): latent frame i summarises samples
+[i * hop, (i + 1) * hop) plus a symmetric context, and the T mod hop trailing samples never start a frame.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
+
+
+def num_frames(n_samples: int, hop: int) -> int:
+    """Latent frames the encoder gives for a waveform of n_samples samples."""
+    return n_samples // hop
+
+
+def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """[B] lengths -> [B, size] bool mask of positions < length."""
+    return torch.arange(size, device=lengths.device) < lengths.unsqueeze(1)
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str) -> nn.Module:
+    if (kernel - stride) < 0:
+        raise ValueError(f"encoder: kernel size {kernel} must be >= stride {stride}")
+    pad = kernel - stride
+    conv = nn.Conv1d(c_in, c_out, kernel, stride=stride)
+    layers: list[nn.Module] = [nn.ConstantPad1d((pad // 2, pad - pad // 2), 0.0)]
+    if norm == "weight":
+        layers.append(weight_norm(conv))
+    elif norm == "batch":
+        layers += [conv, nn.BatchNorm1d(c_out)]
+    elif norm == "none":
+        layers.append(conv)
+    else:
+        raise ValueError(f"model.encoder.norm: unknown normalisation {norm!r} (use none, batch or weight)")
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """A stack of strided convolutions (each followed by the activation) and a 1x1 projection to the latent dim D."""
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        kernel_sizes: Sequence[int],
+        strides: Sequence[int],
+        latent_dim: int,
+        activation: str,
+        norm: str,
+    ) -> None:
+        super().__init__()
+        if not (len(channels) == len(kernel_sizes) == len(strides)):
+            raise ValueError(
+                "model.encoder: channels, kernel_sizes and strides must have the same length "
+                f"(got {len(channels)}, {len(kernel_sizes)}, {len(strides)})"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"model.encoder.activation: unknown {activation!r} (use {', '.join(ACTIVATIONS)})")
+        blocks: list[nn.Module] = []
+        c_in = 1
+        for c_out, k, s in zip(channels, kernel_sizes, strides):
+            blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm), ACTIVATIONS[activation]()))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.proj = nn.Conv1d(c_in, latent_dim, 1)
+        self.strides = list(strides)
+        self.kernel_sizes = list(kernel_sizes)
+        self.channels = list(channels)
+        self.latent_dim = latent_dim
+        self.hop = math.prod(strides)
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B, 1, T] -> z_e [B, D, T // hop].
+
+        With `lengths` [B] (valid samples per item of a zero-padded batch), activations past each item's valid
+        length are zeroed after every layer, which is exactly the zero padding a lone item would get: batched
+        encoding then equals encoding each item on its own.
+        """
+        if wav.shape[-1] < self.hop:  # not one whole frame: the convolutions would need more input than there is
+            return wav.new_zeros(wav.shape[0], self.latent_dim, 0)
+        x = wav
+        for block, stride in zip(self.blocks, self.strides):
+            x = block(x)
+            if lengths is not None:
+                lengths = lengths // stride
+                x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
+        return self.proj(x)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that one latent frame depends on."""
+        rf, jump = 1, 1
+        for k, s in zip(self.kernel_sizes, self.strides):
+            rf += (k - 1) * jump
+            jump *= s
+        return rf
+
+    def macs_per_second(self, sample_rate: int) -> float:
+        """Multiply-adds per second of audio (convolutions and projection; biases and activations ignored)."""
+        macs, rate, c_in = 0.0, float(sample_rate), 1
+        for c_out, k, s in zip(self.channels, self.kernel_sizes, self.strides):
+            rate /= s
+            macs += c_in * c_out * k * rate
+            c_in = c_out
+        return macs + c_in * self.latent_dim * rate

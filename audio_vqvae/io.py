@@ -1,0 +1,43 @@
+"""All-or-nothing file writes, shared by audio, checkpoints, unit files and indexes."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Literal
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename: fsync the directory entry (POSIX only; a no-op where directories can't be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: Literal["wb", "w"] = "wb") -> Iterator[IO]:
+    """Open `path` for writing so that readers see the old file or the complete new one, never a partial one.
+
+    Writes go to a temp file in the same directory (same filesystem, so the rename is atomic); on success it is
+    flushed, fsynced and `os.replace`d over `path`; on error it is removed and `path` is left untouched.
+    Text mode (`"w"`) writes UTF-8. Usage: `with atomic_write(p) as f: torch.save(obj, f)`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    f = open(tmp, "xb") if mode == "wb" else open(tmp, "x", encoding="utf-8")
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)

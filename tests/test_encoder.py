@@ -1,0 +1,78 @@
+"""Encoder: frame counts line up with time, batching is exact, cost is as documented."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from audio_vqvae.encoder import Encoder, num_frames
+
+PAPER = OmegaConf.load("audio_vqvae/configs/model/paper.yaml").encoder
+SMALL = OmegaConf.load("audio_vqvae/configs/model/small.yaml").encoder
+
+
+def tiny(**kw) -> Encoder:
+    args = dict(channels=[4, 8, 8], kernel_sizes=[4, 4, 4], strides=[2, 2, 2], latent_dim=3, activation="relu", norm="none")
+    args.update(kw)
+    return Encoder(**args)
+
+
+@pytest.mark.parametrize("cfg", [PAPER, SMALL], ids=["paper", "small"])
+@pytest.mark.parametrize("n", [1, 2, 7])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_frame_count_is_floor_of_t_over_hop(cfg, n, offset):
+    enc = Encoder(**cfg)
+    assert enc.hop == 64
+    T = 64 * n + offset
+    z = enc(torch.randn(2, 1, T))
+    assert z.shape == (2, cfg.latent_dim, T // 64) == (2, cfg.latent_dim, num_frames(T, 64))
+
+
+@pytest.mark.parametrize("strides,kernels", [([2, 4], [4, 8]), ([3, 2], [3, 5]), ([5], [5])])
+def test_frame_count_for_other_strides(strides, kernels):
+    enc = tiny(channels=[4] * len(strides), kernel_sizes=kernels, strides=strides)
+    for T in range(enc.hop - 1, 4 * enc.hop + 2):
+        assert enc(torch.randn(1, 1, T)).shape[-1] == T // enc.hop
+
+
+def test_batched_encoding_with_lengths_equals_each_item_alone():
+    torch.manual_seed(0)
+    enc = tiny().eval()
+    lengths = torch.tensor([200, 131, 64])
+    items = [torch.randn(1, 1, int(n)) for n in lengths]
+    batch = torch.zeros(3, 1, 200)
+    for i, x in enumerate(items):
+        batch[i, :, : x.shape[-1]] = x
+    z = enc(batch, lengths)
+    for i, x in enumerate(items):
+        alone = enc(x)
+        torch.testing.assert_close(z[i, :, : alone.shape[-1]], alone[0], rtol=0, atol=1e-6)
+
+
+def test_receptive_field_matches_perturbation():
+    torch.manual_seed(0)
+    enc = tiny(activation="elu")
+    T = 256
+    x = torch.randn(1, 1, T)
+    t0 = 128
+    frame = t0 // enc.hop
+    touched = []
+    for t in range(T):
+        y = x.clone()
+        y[..., t] += 1.0
+        if not torch.allclose(enc(y)[..., frame], enc(x)[..., frame]):
+            touched.append(t)
+    assert touched[-1] - touched[0] + 1 == enc.receptive_field
+
+
+def test_macs_per_second_documented():
+    # The numbers quoted in configs/model/*.yaml and docs/model.md.
+    assert Encoder(**PAPER).macs_per_second(16000) == pytest.approx(500.7e6, rel=1e-3)
+    assert Encoder(**SMALL).macs_per_second(16000) == pytest.approx(75.26e6, rel=1e-3)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="model.encoder.norm"):
+        tiny(norm="group")
+    with pytest.raises(ValueError, match="model.encoder.activation"):
+        tiny(activation="swishy")
+    with pytest.raises(ValueError, match="same length"):
+        tiny(strides=[2, 2])
