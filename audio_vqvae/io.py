@@ -1,4 +1,4 @@
-"""All-or-nothing file writes, shared by audio, checkpoints, unit files and indexes."""
+"""All-or-nothing file writes, shared by audio, checkpoints, unit files, run files and corpus indexes."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from typing import IO, Literal
 
 
 def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: fsync the directory entry (POSIX only; a no-op where directories can't be opened)."""
+    """Persist a rename by fsyncing its directory (POSIX; a no-op where directories cannot be opened)."""
     if not hasattr(os, "O_DIRECTORY"):
         return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -21,12 +21,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: Literal["wb", "w"] = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: Literal["w", "wb"] = "w") -> Iterator[IO]:
     """Open `path` for writing so that readers see the old file or the complete new one, never a partial one.
 
     Writes go to a temp file in the same directory (same filesystem, so the rename is atomic); on success it is
     flushed, fsynced and `os.replace`d over `path`; on error it is removed and `path` is left untouched.
-    Text mode (`"w"`) writes UTF-8. Usage: `with atomic_write(p) as f: torch.save(obj, f)`.
+    `"w"` is UTF-8 text, `"wb"` bytes: `with atomic_write(p, "wb") as f: torch.save(obj, f)`.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -1,0 +1,252 @@
+"""VQVAE = encoder + vector quantizer + speaker table + WaveNet decoder; losses, ELBO and the encode/decode API.
+
+VQ-VAE as a VAE (van den Oord et al. 2017): the posterior q(z|x) is one-hot on the nearest code, the prior is
+uniform over K codes, so KL(q || p) = log K per latent, a constant. With T_z latents and T samples:
+
+    ELBO = log p(x | z_q(x)) - T_z log K          (nats)
+
+`log p(x | z_q(x))` is minus the decoder's summed cross-entropy (the reconstruction loss), so the training loss
+`reconstruction + codebook + beta * commitment` minimises -ELBO up to the constant KL; the codebook and commitment
+terms are not part of the ELBO: they train the codebook and keep the encoder close to it, since the
+straight-through estimator gives the codebook no gradient from the reconstruction term.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio import mu_law_decode, mu_law_encode, prepare_waveform
+from .encoder import Encoder, num_frames
+from .quantizer import VectorQuantizer
+from .wavenet import WaveNet
+
+LN2 = math.log(2.0)
+
+
+def time_jitter(z: torch.Tensor, p: float) -> torch.Tensor:
+    """Replace each frame of z [B, D, T] by its left or right neighbour with probability p (Chorowski et al. 2019).
+
+    Vectorised: one uniform draw per frame picks left (u < p/2), right (p/2 <= u < p) or itself; edges clamp.
+    """
+    if p <= 0.0 or z.shape[-1] < 2:
+        return z
+    B, D, T = z.shape
+    u = torch.rand(B, T, device=z.device)
+    shift = (u < p).long() * torch.where(u < p / 2, -1, 1)
+    idx = (torch.arange(T, device=z.device) + shift).clamp(0, T - 1)  # [B, T]
+    return z.gather(2, idx.unsqueeze(1).expand(B, D, T))
+
+
+def kl_nats(n_latents: int, codebook_size: int) -> float:
+    """KL(q(z|x) || p(z)) for a one-hot posterior and a uniform prior over K codes: T_z log K."""
+    return n_latents * math.log(codebook_size)
+
+
+@dataclass
+class VQVAEOutput:
+    """Training forward result. Per-batch sums are over all items; means are per sample or per latent element."""
+
+    loss: torch.Tensor  # reconstruction + codebook + beta * commitment
+    reconstruction_loss: torch.Tensor  # mean cross-entropy per sample, nats = -log p(x|z_q(x)) / T
+    codebook_loss: torch.Tensor  # ||sg[z_e] - e||^2 (0 with EMA codebook updates)
+    commitment_loss: torch.Tensor  # ||z_e - sg[e]||^2, unweighted
+    nll: torch.Tensor  # -log p(x | z_q(x)), nats, summed over the batch
+    kl: float  # T_z log K, nats, summed over the batch
+    negative_elbo: torch.Tensor  # nll + kl, nats
+    bits_per_sample: torch.Tensor  # -ELBO / (T ln 2)
+    n_samples: int  # B * T
+    n_latents: int  # B * T_z
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+    counts: torch.Tensor  # [K]
+    codes: torch.Tensor  # [B, T_z]
+    logits: torch.Tensor  # [B, 256, T]
+    restarted: int
+
+
+class VQVAE(nn.Module):
+    """The speech VQ-VAE: wav -> z_e -> (codes, z_q) -> WaveNet(x_<t | upsampled z_q, speaker) -> p(x_t)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        quantizer: VectorQuantizer,
+        decoder: WaveNet,
+        speakers: Sequence[str],
+        speaker_dim: int,
+        beta: float,
+        jitter: float,
+        sample_rate: int,
+    ) -> None:
+        super().__init__()
+        if not speakers:
+            raise ValueError("VQVAE needs at least one speaker name")
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+        self.speaker_embedding = nn.Embedding(len(speakers), speaker_dim)
+        self.speakers = list(speakers)
+        self.beta = beta
+        self.jitter = jitter
+        self.sample_rate = sample_rate
+        self.start_class = int(mu_law_encode(torch.zeros(()), decoder.n_classes))
+
+    @classmethod
+    def from_config(cls, cfg: Any, speakers: Sequence[str]) -> "VQVAE":
+        """Build from a `model` config node (OmegaConf or plain dict) and the speaker map."""
+        enc = Encoder(**cfg["encoder"])
+        quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
+        decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
+        return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"], cfg["sample_rate"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "VQVAE":
+        """Load a trained model from a checkpoint (safe `weights_only` load), in eval mode on `device`."""
+        from .checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        model = cls.from_config(ckpt["config"]["model"], ckpt["speakers"])
+        model.load_state_dict(ckpt["model"])
+        model.checkpoint_path = str(path)
+        return model.to(device).eval()
+
+    @property
+    def hop(self) -> int:
+        return self.encoder.hop
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames (units) per second."""
+        return self.sample_rate / self.hop
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    def forward(self, wav: torch.Tensor, speaker: torch.Tensor) -> VQVAEOutput:
+        """wav [B, 1, T] in [-1, 1] (T is cropped to a multiple of hop), speaker [B] -> losses, ELBO and stats."""
+        T = num_frames(wav.shape[-1], self.hop) * self.hop
+        if T == 0:
+            raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
+        wav = wav[..., :T]
+        target = mu_law_encode(wav[:, 0], self.decoder.n_classes)  # [B, T]
+        prev = F.pad(target[:, :-1], (1, 0), value=self.start_class)
+        z_e = self.encoder(wav)  # [B, D, T_z]
+        q = self.quantizer(z_e)
+        z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized
+        logits = self.decoder(prev, z, self.speaker_embedding(speaker))  # [B, 256, T]
+        nll_per_sample = F.cross_entropy(logits.float(), target, reduction="none")  # [B, T]
+        reconstruction = nll_per_sample.mean()
+        nll = nll_per_sample.sum()
+        n_latents = q.codes.numel()
+        kl = kl_nats(n_latents, self.codebook_size)
+        negative_elbo = nll + kl
+        return VQVAEOutput(
+            loss=reconstruction + q.codebook_loss + self.beta * q.commitment_loss,
+            reconstruction_loss=reconstruction,
+            codebook_loss=q.codebook_loss,
+            commitment_loss=q.commitment_loss,
+            nll=nll.detach(),
+            kl=kl,
+            negative_elbo=negative_elbo.detach(),
+            bits_per_sample=negative_elbo.detach() / (target.numel() * LN2),
+            n_samples=target.numel(),
+            n_latents=n_latents,
+            perplexity=q.perplexity,
+            usage=q.usage,
+            counts=q.counts,
+            codes=q.codes,
+            logits=logits,
+            restarted=q.restarted,
+        )
+
+    # ---- inference ------------------------------------------------------------------------------------------
+
+    def speaker_index(self, speaker: str | int) -> int:
+        """Speaker name (or index) -> index; unknown names raise a ValueError listing the valid ones."""
+        if isinstance(speaker, int):
+            if not 0 <= speaker < len(self.speakers):
+                raise ValueError(f"speaker index {speaker} out of range (0..{len(self.speakers) - 1})")
+            return speaker
+        if speaker not in self.speakers:
+            raise ValueError(f"unknown speaker {speaker!r}; valid speakers: {', '.join(self.speakers)}")
+        return self.speakers.index(speaker)
+
+    def _as_batch(self, wavs: Sequence[torch.Tensor], sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms ([T] or [C, T], any rate) -> zero-padded mono batch [B, 1, T] at the model rate, lengths [B]."""
+        mono = [prepare_waveform(w, sr, self.sample_rate) for w in wavs]
+        lengths = torch.tensor([w.shape[-1] for w in mono], device=self.device)
+        batch = torch.zeros(len(mono), 1, int(lengths.max()), device=self.device)
+        for i, w in enumerate(mono):
+            batch[i, 0, : w.shape[-1]] = w.to(self.device)
+        return batch, lengths
+
+    @torch.inference_mode()
+    def encode_latents(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Model-rate mono batch [B, 1, T] -> continuous encoder outputs z_e [B, D, T // hop] (exact per item)."""
+        return self.encoder(wav, lengths)
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor | Sequence[torch.Tensor], sr: int) -> torch.Tensor | list[torch.Tensor]:
+        """Waveform [T] or [C, T] at rate sr (or a list of them, any lengths) -> codes [T // hop] (or a list).
+
+        Batched items give exactly the codes each gives alone.
+        """
+        single = isinstance(wav, torch.Tensor)
+        batch, lengths = self._as_batch([wav] if single else list(wav), sr)
+        codes = self.quantizer.nearest(self.encoder(batch, lengths))  # [B, T_z]
+        out = [c[: num_frames(int(n), self.hop)] for c, n in zip(codes, lengths)]
+        return out[0] if single else out
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: torch.Tensor | Sequence[torch.Tensor],
+        speaker: str | int | Sequence[str | int],
+        temperature: float = 1.0,
+        greedy: bool = False,
+        progress: Any = None,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list), by incremental sampling."""
+        single = isinstance(codes, torch.Tensor)
+        seqs = [codes] if single else list(codes)
+        speakers = [speaker] * len(seqs) if isinstance(speaker, (str, int)) else list(speaker)
+        if len(speakers) != len(seqs):
+            raise ValueError(f"decode: {len(seqs)} code sequences but {len(speakers)} speakers")
+        for s in seqs:
+            if s.numel() and (int(s.min()) < 0 or int(s.max()) >= self.codebook_size):
+                raise ValueError(f"decode: codes must lie in 0..{self.codebook_size - 1}")
+        n_frames = torch.tensor([s.numel() for s in seqs], device=self.device)
+        padded = torch.zeros(len(seqs), int(n_frames.max()), dtype=torch.long, device=self.device)
+        for i, s in enumerate(seqs):
+            padded[i, : s.numel()] = s.to(self.device)
+        spk = torch.tensor([self.speaker_index(s) for s in speakers], device=self.device)
+        classes = self.decoder.generate(
+            self.quantizer.lookup(padded),
+            self.speaker_embedding(spk),
+            temperature=temperature,
+            greedy=greedy,
+            lengths=n_frames * self.hop,
+            start_class=self.start_class,
+            progress=progress,
+        )
+        wavs = mu_law_decode(classes, self.decoder.n_classes)
+        out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
+        return out[0] if single else out
+
+    def convert(
+        self, wav: torch.Tensor, sr: int, target_speaker: str | int, temperature: float = 1.0, greedy: bool = False
+    ) -> torch.Tensor:
+        """Voice conversion: encode the source utterance, decode its units with the target speaker's embedding."""
+        return self.decode(self.encode(wav, sr), target_speaker, temperature=temperature, greedy=greedy)

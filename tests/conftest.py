@@ -1,0 +1,42 @@
+"""Shared fixtures: generated test audio and data configs built from the shipped YAML files."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tone(seconds: float, sr: int = 16000, channels: int = 1, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
+    """A sine [T, C] float32; channel c is at freq * (c + 1), so a downmix is easy to predict."""
+    t = np.arange(round(seconds * sr)) / sr
+    return np.stack([amp * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)], axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def write_tone() -> Callable[..., Path]:
+    """write_tone(path, seconds, sr=16000, channels=1, freq=220, subtype=None) -> path; creates parent dirs."""
+
+    def write(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, freq: float = 220.0,
+              subtype: str | None = None) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(seconds, sr, channels, freq), sr, subtype=subtype)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def data_cfg() -> Callable[..., DictConfig]:
+    """data_cfg(name, **overrides) -> the `data` node of configs/data/<name>.yaml with overrides (16 kHz model)."""
+
+    def make(name: str, **overrides) -> DictConfig:
+        data = OmegaConf.merge(OmegaConf.load(REPO / "audio_vqvae" / "configs" / "data" / f"{name}.yaml"), overrides)
+        return OmegaConf.create({"model": {"sample_rate": 16000}, "data": data}).data
+
+    return make

@@ -1,0 +1,141 @@
+"""VQVAE: straight-through gradients, ELBO bookkeeping, time-jitter, overfitting one clip, encode/decode API."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from audio_vqvae.audio import mu_law_encode
+from audio_vqvae.model import VQVAE, kl_nats, time_jitter
+
+
+def tiny_config(**quantizer):
+    q = dict(codebook_size=8, ema=False, decay=0.99, epsilon=1e-5, init="none", kmeans_iters=5, restart_after=0, cosine=False)
+    q.update(quantizer)
+    return OmegaConf.create({
+        "sample_rate": 16000, "beta": 0.25, "jitter": 0.0, "speaker_dim": 4,
+        "encoder": {"channels": [8, 8, 8], "kernel_sizes": [4, 4, 4], "strides": [2, 2, 2], "latent_dim": 4,
+                    "activation": "relu", "norm": "none"},
+        "quantizer": q,
+        "decoder": {"n_classes": 256, "residual_channels": 8, "gate_channels": 16, "skip_channels": 16, "kernel_size": 2,
+                    "layers_per_cycle": 3, "cycles": 2, "cond_channels": 8, "upsample": "repeat"},
+    })
+
+
+def make(speakers=("a", "b"), **quantizer) -> VQVAE:
+    torch.manual_seed(0)
+    return VQVAE.from_config(tiny_config(**quantizer), list(speakers))
+
+
+def clip(T=512, seed=1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(T) / 16000
+    return (0.5 * torch.sin(2 * math.pi * 220 * t) + 0.05 * torch.randn(T, generator=g)).reshape(1, 1, T)
+
+
+def test_reconstruction_gradient_reaches_encoder_through_straight_through():
+    model = make()
+    out = model(clip(), torch.tensor([0]))
+    out.reconstruction_loss.backward()
+    grad = model.encoder.blocks[0][0][1].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_commitment_gradient_reaches_encoder_not_codebook_and_codebook_loss_the_reverse():
+    model = make()
+    out = model(clip(), torch.tensor([0]))
+    codebook = [p for n, p in model.quantizer.named_parameters()]
+    assert codebook, "codebook is a parameter when ema=False"
+    g_enc, *g_cb = torch.autograd.grad(out.commitment_loss, [model.encoder.proj.weight, *codebook], allow_unused=True)
+    assert g_enc.abs().sum() > 0 and all(g is None or g.abs().sum() == 0 for g in g_cb)
+    out = model(clip(), torch.tensor([0]))
+    g_enc, *g_cb = torch.autograd.grad(out.codebook_loss, [model.encoder.proj.weight, *codebook], allow_unused=True)
+    assert (g_enc is None or g_enc.abs().sum() == 0) and any(g is not None and g.abs().sum() > 0 for g in g_cb)
+
+
+def test_elbo_equals_minus_summed_cross_entropy_minus_tz_log_k():
+    model = make().eval()
+    wav = torch.cat([clip(seed=1), clip(seed=2)])
+    out = model(wav, torch.tensor([0, 1]))
+    target = mu_law_encode(wav[:, 0])
+    ce = F.cross_entropy(out.logits, target, reduction="sum")
+    T_z = 2 * (512 // 8)
+    assert out.n_latents == T_z and out.n_samples == 1024
+    assert out.kl == pytest.approx(T_z * math.log(8)) == kl_nats(T_z, 8)
+    elbo = -ce - T_z * math.log(8)
+    assert float(out.negative_elbo) == pytest.approx(float(-elbo), rel=1e-5)
+    assert float(out.bits_per_sample) == pytest.approx(float(-elbo) / (1024 * math.log(2)), rel=1e-5)
+    assert float(out.reconstruction_loss) == pytest.approx(float(ce) / 1024, rel=1e-5)
+    total = out.reconstruction_loss + out.codebook_loss + 0.25 * out.commitment_loss
+    assert float(out.loss) == pytest.approx(float(total), rel=1e-6)
+
+
+def test_forward_crops_to_a_multiple_of_hop_and_rejects_too_short_input():
+    model = make()
+    out = model(clip(T=515), torch.tensor([0]))
+    assert out.logits.shape == (1, 256, 512) and out.codes.shape == (1, 64)
+    with pytest.raises(ValueError, match="shorter than one latent frame"):
+        model(clip(T=7), torch.tensor([0]))
+
+
+def test_time_jitter_moves_frames_to_neighbours_only_with_probability_p():
+    torch.manual_seed(0)
+    B, D, T = 4, 1, 2000
+    z = torch.arange(T, dtype=torch.float).expand(B, D, T).contiguous()
+    out = time_jitter(z, 0.12)
+    shift = out - z
+    assert set(shift.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    inner = shift[..., 1:-1]
+    assert abs(float((inner != 0).float().mean()) - 0.12) < 0.02
+    assert abs(float((inner == -1).float().mean()) - float((inner == 1).float().mean())) < 0.02
+    assert torch.equal(time_jitter(z, 0.0), z)
+
+
+def test_jitter_only_in_training():
+    model = make()
+    model.jitter = 0.5
+    model.eval()
+    wav = clip()
+    torch.testing.assert_close(model(wav, torch.tensor([0])).logits, model(wav, torch.tensor([0])).logits)
+
+
+def test_overfits_one_clip():
+    """A few hundred steps on one short clip: reconstruction well below log(256) and more than one code used."""
+    model = make(codebook_size=16, ema=True, init="kmeans", restart_after=20)
+    model.jitter = 0.0
+    wav = clip(T=2048)
+    spk = torch.tensor([0])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        out = model(wav, spk)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    out = model(wav, spk)
+    assert float(out.reconstruction_loss) < 0.5 * math.log(256)
+    assert int((out.counts > 0).sum()) > 1
+
+
+def test_encode_decode_api_lengths_and_speakers():
+    model = make(speakers=("p1", "p2", "p3")).eval()
+    wav = clip(T=1000)[0, 0]
+    codes = model.encode(wav, 16000)
+    assert codes.shape == (1000 // 8,) and codes.dtype == torch.long
+    # other rates and channel counts are resampled / downmixed first
+    stereo_8k = torch.stack([wav[::2], wav[::2]])
+    assert model.encode(stereo_8k, 8000).shape == (1000 // 8,)
+    # batched items of different lengths give each item's own codes
+    batch = model.encode([wav, wav[:600]], 16000)
+    assert torch.equal(batch[0], codes) and torch.equal(batch[1], model.encode(wav[:600], 16000))
+    out = model.decode(codes, "p2", greedy=True)
+    assert out.shape == (1000 // 8 * 8,) and out.abs().max() <= 1.0
+    outs = model.decode([codes, codes[:10]], ["p1", "p3"])
+    assert [o.shape[0] for o in outs] == [1000, 80]
+    for spk in model.speakers:
+        assert model.convert(wav, 16000, spk).shape == (1000,)
+    with pytest.raises(ValueError, match="unknown speaker 'zz'; valid speakers: p1, p2, p3"):
+        model.decode(codes, "zz")
+    with pytest.raises(ValueError, match="codes must lie in 0..7"):
+        model.decode(torch.tensor([0, 8]), "p1")

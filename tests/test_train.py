@@ -1,0 +1,205 @@
+"""Training app: run directory, checkpoints, exact resume, refusal of unsafe files, non-finite steps, DDP."""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+
+from audio_vqvae import train as train_mod
+from audio_vqvae.checkpoint import load_checkpoint
+from audio_vqvae.model import VQVAE
+
+CONFIGS = Path(__file__).resolve().parents[1] / "audio_vqvae" / "configs"
+
+
+def make_corpus(root: Path, speakers: int = 3, utts: int = 4, seconds: float = 0.3) -> Path:
+    rng = np.random.default_rng(0)
+    for s in range(speakers):
+        for u in range(utts):
+            t = np.arange(int(seconds * 16000)) / 16000
+            wav = 0.4 * np.sin(2 * np.pi * (150 + 40 * s + 10 * u) * t) + 0.02 * rng.standard_normal(t.size)
+            path = root / f"spk{s}" / f"spk{s}_{u:02d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wav.astype(np.float32), 16000)
+    return root
+
+
+def config(tmp_path: Path, *overrides: str):
+    base = [
+        "model=tiny", "data=folder", f"data.root={tmp_path / 'corpus'}", "data.segment_length=1024",
+        "data.val_per_speaker=1", "data.val_max_seconds=0.25", f"run_dir={tmp_path / 'run'}",
+        "trainer.batch_size=2", "trainer.num_workers=0", "trainer.max_steps=6", "trainer.val_every=3",
+        "trainer.ckpt_every=2", "trainer.log_every=1", "trainer.keep_last=2", "trainer.warmup_steps=2",
+        "trainer.deterministic=true", "trainer.val_examples=1",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=base + list(overrides))
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return make_corpus(tmp_path / "corpus")
+
+
+def test_short_run_writes_run_directory_and_loadable_checkpoints(tmp_path, corpus):
+    train_mod.train(config(tmp_path))
+    run = tmp_path / "run"
+    for name in ["config.yaml", "speakers.json", "version.json", "skipped.tsv", "checkpoints/last.pt", "checkpoints/best.pt"]:
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == ["step-00000004.pt", "step-00000006.pt"]
+    for name in ["last.pt", "best.pt"]:
+        raw = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert raw["speakers"] == ["spk0", "spk1", "spk2"] and raw["config"]["model"]["name"] == "tiny"
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["step"] == 6 and last["resume"]["state"]["finished"]
+    model = VQVAE.from_checkpoint(run / "checkpoints" / "best.pt")
+    assert model.speakers == ["spk0", "spk1", "spk2"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, corpus):
+    train_mod.train(config(tmp_path, "trainer.max_steps=2"))
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_mod.train(config(tmp_path, "trainer.max_steps=2"))
+    with pytest.raises(ValueError, match="different model/data/seed"):
+        train_mod.train(config(tmp_path, "trainer.max_steps=4", "trainer.resume=true", "model.quantizer.codebook_size=8"))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, corpus, monkeypatch):
+    full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}"))
+    forward = VQVAE.forward
+    calls = {"n": 0}
+
+    def dying_forward(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 6:  # after the step-4 checkpoint, in the middle of step 5's batch
+                raise Stop()
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(VQVAE, "forward", dying_forward)
+    with pytest.raises(Stop):
+        train_mod.train(config(tmp_path / "b", f"data.root={corpus}"))
+    monkeypatch.setattr(VQVAE, "forward", forward)
+    assert load_checkpoint(tmp_path / "b" / "run" / "checkpoints" / "last.pt")["step"] == 4
+    resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=true"))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert load_checkpoint(tmp_path / "b" / "run" / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_resume_after_sigkill(tmp_path, corpus):
+    """A process killed hard leaves an intact last.pt that resume continues from."""
+    args = [f"data.root={corpus}", f"run_dir={tmp_path / 'run'}", "model=tiny", "data=folder", "data.segment_length=1024",
+            "data.val_per_speaker=1", "data.val_max_seconds=0.25", "trainer.batch_size=2", "trainer.num_workers=0",
+            "trainer.max_steps=400", "trainer.val_every=1000", "trainer.ckpt_every=1", "trainer.keep_last=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.train", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    try:
+        for _ in range(600):
+            if last.exists() and load_checkpoint(last)["step"] >= 3:
+                break
+            proc.poll()
+            assert proc.returncode is None, "training exited early"
+            import time
+
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    step = load_checkpoint(last)["step"]
+    assert 3 <= step < 400
+    cfg = config(tmp_path, f"data.root={corpus}", "trainer.resume=true", f"trainer.max_steps={step + 2}",
+                 "trainer.ckpt_every=1", "trainer.keep_last=0", "trainer.val_every=1000")
+    train_mod.train(cfg)
+    assert load_checkpoint(last)["step"] == step + 2
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_needing_arbitrary_unpickling_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "audio-vqvae-checkpoint", "format_version": 1, "payload": Evil()}, path)
+    with pytest.raises(ValueError, match="refused: loading it needs arbitrary unpickling"):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match="refused"):
+        VQVAE.from_checkpoint(path)
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump(Evil(), f)
+    with pytest.raises(ValueError):
+        load_checkpoint(tmp_path / "plain.pkl")
+
+
+def test_nonfinite_loss_is_skipped_and_counted(tmp_path, corpus, monkeypatch):
+    forward = VQVAE.forward
+    calls = {"n": 0}
+
+    def nan_once(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VQVAE, "forward", nan_once)
+    train_mod.train(config(tmp_path))
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]
+    assert state["step"] == 6 and state["nonfinite_total"] == 1 and state["nonfinite_consecutive"] == 0
+
+
+def test_too_many_nonfinite_losses_stop_the_run(tmp_path, corpus, monkeypatch):
+    forward = VQVAE.forward
+
+    def always_nan(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VQVAE, "forward", always_nan)
+    with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
+        train_mod.train(config(tmp_path, "trainer.max_nonfinite=3"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_path, corpus):
+    out = tmp_path / "ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(Path(__file__).with_name("ddp_worker.py")), str(out),
+           "model=tiny", "data=folder", f"data.root={corpus}", "data.segment_length=1024", "data.val_per_speaker=1",
+           "data.val_max_seconds=0.25", f"run_dir={tmp_path / 'run'}", "trainer.batch_size=2", "trainer.num_workers=0",
+           "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(out / "rank0.pt", weights_only=True)
+    b = torch.load(out / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert "quantizer.embed" in a and "quantizer.ema_cluster_size" in a
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
