@@ -90,9 +90,17 @@ def downmix(wav: np.ndarray) -> np.ndarray:
     return wav.mean(axis=1, dtype=np.float32) if wav.shape[1] > 1 else np.ascontiguousarray(wav[:, 0])
 
 
+SOXR_QUALITY = "HQ"
+
+
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """[T] or [T, C] float32 at orig_sr -> same at target_sr (soxr HQ; the output starts at the same instant)."""
-    return wav if orig_sr == target_sr else soxr.resample(wav, orig_sr, target_sr, quality="HQ")
+    return wav if orig_sr == target_sr else soxr.resample(wav, orig_sr, target_sr, quality=SOXR_QUALITY)
+
+
+def resample_stream(orig_sr: int, target_sr: int) -> soxr.ResampleStream:
+    """A streaming mono resampler with `resample`'s settings: its chunks concatenate to the one-shot result."""
+    return soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality=SOXR_QUALITY)
 
 
 def scan_audio(path: str | os.PathLike) -> AudioInfo:

@@ -85,12 +85,12 @@ def _one_of(value: str, allowed: Sequence[str], key: str) -> str:
     return value
 
 
-def _path_id(rel: str) -> str:
+def path_id(rel: str) -> str:
     """Relative path -> utterance id: without the extension, directories joined by "_" (unique within a tree)."""
     return Path(rel).with_suffix("").as_posix().strip("/").replace("/", "_")
 
 
-def _audio_files(directory: Path) -> list[Path]:
+def audio_files(directory: Path) -> list[Path]:
     """All audio files under directory (recursive, following symlinks, skipping hidden directories), sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
@@ -191,11 +191,11 @@ def _list_folder(root: Path, cfg: DictConfig) -> Listing:
     speaker_of = _speaker_rule(cfg)
     key, value = ("speaker_regex", cfg.speaker_regex) if cfg.speaker_regex else ("speaker_level", cfg.speaker_level)
     candidates, skipped = [], []
-    for path in _audio_files(root):
+    for path in audio_files(root):
         rel = path.relative_to(root).as_posix()
         speaker = speaker_of(rel)
         if speaker:
-            candidates.append(_Candidate(_path_id(rel), path, speaker))
+            candidates.append(_Candidate(path_id(rel), path, speaker))
         else:
             skipped.append((str(path), f"no speaker: data.{key}={value!r} does not match {rel}"))
     return candidates, skipped
@@ -215,7 +215,7 @@ def _list_manifest(root: Path, cfg: DictConfig) -> Listing:
             duration = float(fields[2]) if len(fields) == 3 else None
         except ValueError:
             raise ValueError(f"{manifest}:{lineno}: expected path<TAB>speaker[<TAB>duration_s], got {line!r}") from None
-        candidates.append(_Candidate(_path_id(fields[0]), root / fields[0], fields[1], duration))
+        candidates.append(_Candidate(path_id(fields[0]), root / fields[0], fields[1], duration))
     return candidates, []
 
 

@@ -311,15 +311,20 @@ def _mono(wav: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(wav)
 
 
+def log_mel(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, n_fft: int = 1024, hop_length: int = 256,
+            eps: float = 1e-5) -> torch.Tensor:
+    """wav [T] -> natural log of the power mel spectrogram, clamped at eps: [n_mels, frames]."""
+    with torch.no_grad():
+        return _mel(sample_rate, n_mels, n_fft, hop_length)(wav.detach().float().cpu()).clamp_min(eps).log()
+
+
 def log_mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int, n_mels: int = 80, n_fft: int = 1024,
                      hop_length: int = 256, eps: float = 1e-5) -> float:
     """Mean |log mel(ref) - log mel(est)| over bins and frames, natural log of power mel clamped at `eps`;
     both waveforms are cropped to the shorter one first."""
     ref_t, est_t = _mono(ref), _mono(est)
     n = min(ref_t.numel(), est_t.numel())
-    mel = _mel(sample_rate, n_mels, n_fft, hop_length)
-    with torch.no_grad():
-        diff = mel(ref_t[:n]).clamp_min(eps).log() - mel(est_t[:n]).clamp_min(eps).log()
+    diff = log_mel(ref_t[:n], sample_rate, n_mels, n_fft, hop_length, eps) - log_mel(est_t[:n], sample_rate, n_mels, n_fft, hop_length, eps)
     return float(diff.abs().mean())
 
 

@@ -113,6 +113,8 @@ class VQVAE(nn.Module):
         model = cls.from_config(ckpt["config"]["model"], ckpt["speakers"])
         model.load_state_dict(ckpt["model"])
         model.checkpoint_path = str(path)
+        model.config = ckpt["config"]  # the resolved run config it was trained with
+        model.step = ckpt["step"]
         return model.to(device).eval()
 
     @property
@@ -134,14 +136,19 @@ class VQVAE(nn.Module):
 
     # ---- training -------------------------------------------------------------------------------------------
 
+    def decoder_inputs(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav [..., T] -> (target mu-law classes [..., T], previous-sample classes [..., T]: shifted right by one,
+        the start class (mu-law of silence) first) for teacher forcing."""
+        target = mu_law_encode(wav, self.decoder.n_classes)
+        return target, F.pad(target[..., :-1], (1, 0), value=self.start_class)
+
     def forward(self, wav: torch.Tensor, speaker: torch.Tensor) -> VQVAEOutput:
         """wav [B, 1, T] in [-1, 1] (T is cropped to a multiple of hop), speaker [B] -> losses, ELBO and stats."""
         T = num_frames(wav.shape[-1], self.hop) * self.hop
         if T == 0:
             raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
         wav = wav[..., :T]
-        target = mu_law_encode(wav[:, 0], self.decoder.n_classes)  # [B, T]
-        prev = F.pad(target[:, :-1], (1, 0), value=self.start_class)
+        target, prev = self.decoder_inputs(wav[:, 0])  # [B, T] each
         z_e = self.encoder(wav)  # [B, D, T_z]
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized

@@ -2,6 +2,7 @@
 usage, unit-vs-phone co-occurrence. PNGs are written atomically."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write
-from .metrics import _mel
+from .metrics import log_mel as natural_log_mel
 
 TOP_DB = 80.0
 MAX_UNIT_LABELS = 80  # unit runs labelled with their id under a spectrogram; more would overlap
@@ -24,9 +25,7 @@ def log_mel(wav: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tens
 
     The mel filterbank and framing are metrics.log_mel_distance's, so the pictures show what that distance measures.
     """
-    with torch.no_grad():
-        power = _mel(sample_rate, n_mels, 1024, 256)(wav.detach().float().cpu())
-    db = 10.0 * power.clamp_min(1e-10).log10()
+    db = (10.0 / math.log(10.0)) * natural_log_mel(wav, sample_rate, n_mels, eps=1e-10)
     return db.clamp_min(float(db.max()) - TOP_DB)
 
 

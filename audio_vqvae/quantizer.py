@@ -84,7 +84,7 @@ def _kmeans(flat: Tensor, k: int, iters: int, cosine: bool) -> Tensor:
     return means
 
 
-def _perplexity(counts: Tensor) -> Tensor:
+def perplexity(counts: Tensor) -> Tensor:
     """exp(entropy) of a code histogram [K]: the effective number of codes in use (1 = a single code)."""
     p = counts / counts.sum().clamp(min=1.0)
     return torch.special.entr(p).sum().exp()
@@ -196,7 +196,7 @@ class VectorQuantizer(nn.Module):
             codes=codes.view(batch, steps),
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
-            perplexity=_perplexity(counts),
+            perplexity=perplexity(counts),
             usage=(counts > 0).float().mean(),
             counts=counts,
             restarted=restarted,

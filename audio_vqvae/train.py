@@ -39,22 +39,14 @@ from .data import (
     worker_init_fn,
     write_skip_report,
 )
+from .device import resolve_device
 from .io import atomic_write
 from .model import VQVAE, VQVAEOutput
+from .quantizer import perplexity
 
 log = logging.getLogger("audio_vqvae.train")
 
 # ---- small helpers ------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> the local CUDA device when present, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: CUDA is not available on this machine (use device=cpu or device=auto)")
-    return device
 
 
 def lr_lambda(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
@@ -235,12 +227,10 @@ def validate(
             sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             examples[utt_ids[0]] = (wav[0, 0, : out.n_samples].cpu(), mu_law_decode(sampled).cpu())
     model.train()
-    p = counts / counts.sum().clamp_min(1)
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
     metrics = {
         "reconstruction_loss": nll / max(n_samples, 1),
         "bits_per_sample": (nll + kl) / (max(n_samples, 1) * math.log(2)),
-        "perplexity": float(entropy.exp()),
+        "perplexity": float(perplexity(counts)),
         "used_codes": int((counts > 0).sum()),
     }
     return metrics, {"counts": counts.cpu(), "examples": examples}

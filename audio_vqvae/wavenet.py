@@ -5,8 +5,8 @@ and globally on a speaker vector. Parallel teacher-forced `forward` for training
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numba
 import numpy as np
@@ -24,8 +24,9 @@ def dilations(layers_per_cycle: int, cycles: int) -> list[int]:
 
 
 def gumbel_like(shape: tuple[int, ...], device: torch.device) -> Tensor:
-    """Standard Gumbel noise: argmax(logits + noise) samples from softmax(logits)."""
-    return torch.empty(shape, device=device).exponential_().log_().neg_()
+    """Standard Gumbel noise -log(-log(u)): argmax(logits + noise) samples from softmax(logits). u in [0, 1), so the
+    noise is never +inf (u = 0 gives -inf: that class is not drawn)."""
+    return torch.rand(shape, device=device).log_().neg_().log_().neg_()
 
 
 @dataclass
@@ -91,12 +92,14 @@ class WaveNet(nn.Module):
         self.residual_channels, self.gate_channels, self.skip_channels = residual_channels, gate_channels, skip_channels
         self.global_channels = global_channels
         self.dilations = dilations(layers_per_cycle, cycles)
-        # conditioning columns per frame: repeat keeps them at frame rate and broadcasts over the hop
+        # samples per conditioning column: repeat keeps the conditioning at frame rate and broadcasts it over the hop
         self.cond_rate = hop if upsample == "repeat" else 1
         n, r, g2, s = len(self.dilations), residual_channels, gate_channels // 2, skip_channels
 
         self.embed = nn.Embedding(n_classes, r)  # = a one-hot input layer
-        self.dilated = nn.ModuleList(nn.Conv1d(r, gate_channels, kernel_size, dilation=d, bias=False) for d in self.dilations)
+        self.dilated = nn.ModuleList(
+            nn.Conv1d(r, gate_channels, kernel_size, dilation=d, bias=False) for d in self.dilations
+        )
         # residual and skip 1x1 convs fused; the last layer has no residual output
         self.out = nn.ModuleList(nn.Conv1d(g2, (r if i < n - 1 else 0) + s, 1) for i in range(n))
         if upsample == "repeat":
@@ -146,16 +149,19 @@ class WaveNet(nn.Module):
             raise ValueError(f"prev must be [B, T_z*hop] = {[latents.shape[0], latents.shape[-1] * self.hop]}, "
                              f"got {list(prev.shape)}")
         cond = self.conditioning(latents, g)  # [B, L, G, T/cond_rate]
-        half, k = self.gate_channels // 2, self.kernel_size
-        x = self.embed(prev).transpose(1, 2)  # [B, R, T]
-        skip = None
+        k, n, s = self.kernel_size, len(self.dilations), self.skip_channels
+        x = self.embed(prev).transpose(1, 2).contiguous()  # [B, R, T]
+        skip = x.new_zeros(x.shape[0], s, x.shape[2])  # [B, S, T]
+        # the running sums are updated in place (nothing saves them for backward): less memory traffic
         for i, (conv, out, d) in enumerate(zip(self.dilated, self.out, self.dilations)):
             a = conv(F.pad(x, ((k - 1) * d, 0)))  # [B, G, T]
-            a = (a.unflatten(2, (-1, self.cond_rate)) + cond[:, i, :, :, None]).flatten(2)
-            y = out(torch.tanh(a[:, :half]) * torch.sigmoid(a[:, half:]))  # [B, R+S, T]
-            skip = y[:, -self.skip_channels :] if skip is None else skip + y[:, -self.skip_channels :]
-            if i < len(self.dilations) - 1:
-                x = x + y[:, : self.residual_channels]
+            a.unflatten(2, (-1, self.cond_rate)).add_(cond[:, i, :, :, None])
+            a_tanh, a_sigmoid = a.chunk(2, 1)
+            y = out(torch.tanh(a_tanh) * torch.sigmoid(a_sigmoid))  # [B, R+S, T]; last layer [B, S, T]
+            res, y_skip = y.split([y.shape[1] - s, s], 1)
+            skip.add_(y_skip)
+            if i < n - 1:
+                x.add_(res)
         return self.head(skip)
 
     # ---- inference: incremental ------------------------------------------------------------------------------------
@@ -183,18 +189,18 @@ class WaveNet(nn.Module):
             logit_b=logit.bias / temperature,
         )
 
-    def step_state(self, batch: int, device: torch.device) -> StepState:
+    def step_state(self, batch: int) -> StepState:
         """Empty queues for `batch` rows (their zeros are the causal zero padding of `forward`)."""
-        k = self.kernel_size
+        k, like = self.kernel_size, self.embed.weight
         sizes = [(k - 1) * d for d in self.dilations]
         offsets, sizes_t = torch.tensor([0] + sizes[:-1]).cumsum(0), torch.tensor(sizes)
         t = torch.arange(math.lcm(*sizes))[:, None, None]  # [period, 1, 1]
         j = torch.arange(1, k)[None, :, None]  # [1, k-1, 1]
         read = offsets + (t - j * torch.tensor(self.dilations)) % sizes_t  # [period, k-1, L]
         return StepState(
-            queue=torch.zeros(sum(sizes), batch, self.residual_channels, device=device),
-            read_idx=read.flatten(1).to(device),
-            write_idx=(offsets + t[:, 0] % sizes_t).to(device),
+            queue=like.new_zeros(sum(sizes), batch, self.residual_channels),
+            read_idx=read.flatten(1).to(like.device),
+            write_idx=(offsets + t[:, 0] % sizes_t).to(like.device),
         )
 
     @torch.no_grad()
@@ -215,7 +221,8 @@ class WaveNet(nn.Module):
         lengths [B]: samples wanted per item; generation stops after the longest, positions past an item's length
         are don't-care (filled with `start_class` past the longest). teacher [B, T]: feed these previous classes
         instead of the samples and return the logits [B, n_classes, T] (equal to `forward`'s).
-        progress(n) is called with the number of new samples after each chunk. kernel: a key of KERNELS.
+        progress(n) is called with the number of new samples after each chunk. kernel: "torch" (the reference, any
+        device) or "numba" (compiled, CPU float32 only, several times faster).
         """
         self._check(latents, g)
         batch, n_frames, device = latents.shape[0], latents.shape[-1], latents.device
@@ -224,19 +231,23 @@ class WaveNet(nn.Module):
             raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
         if not greedy and teacher is None and temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if teacher is not None and teacher.shape != (batch, total):
-            raise ValueError(f"teacher must be [B, T_z*hop] = {[batch, total]}, got {list(teacher.shape)}")
+        if not 0 <= start_class < self.n_classes:
+            raise ValueError(f"start_class must lie in 0..{self.n_classes - 1}, got {start_class}")
+        if teacher is not None and (
+            teacher.shape != (batch, total) or teacher.min() < 0 or teacher.max() >= self.n_classes
+        ):
+            raise ValueError(f"teacher must be [B, T_z*hop] = {[batch, total]} classes in 0..{self.n_classes - 1}")
         if lengths is not None and (lengths.shape != (batch,) or int(lengths.min()) < 0 or int(lengths.max()) > total):
             raise ValueError(f"lengths must be [B] with values in 0..T_z*hop={total}")
         n_steps = total if lengths is None or teacher is not None else int(lengths.max())
         sampling = teacher is None and not greedy
 
         weights = self.step_weights(1.0 if teacher is not None or greedy else temperature)
-        state = self.step_state(batch, device)
+        state = self.step_state(batch)
         classes = torch.full((total + 1, batch), start_class, dtype=torch.long, device=device)  # input at step t
         if teacher is not None:
             classes[:total] = teacher.t()
-            logits = torch.empty(total, batch, self.n_classes, device=device)
+            logits = weights.emb.new_empty(total, batch, self.n_classes)
         per_chunk = max(1, CHUNK_SAMPLES // self.hop)
         for f0 in range(0, -(-n_steps // self.hop), per_chunk):
             f1 = min(n_frames, f0 + per_chunk)
@@ -253,7 +264,7 @@ class WaveNet(nn.Module):
                 progress(t1 - t0)
         if teacher is not None:
             return logits.permute(1, 2, 0)
-        return classes[1:].t()
+        return classes[1:].t().contiguous()
 
 
 # ---- step kernels: run steps t0 .. t1-1 over StepWeights / StepState ----------------------------------------------

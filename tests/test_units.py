@@ -1,0 +1,250 @@
+"""Unit extraction: chunked = whole-file, the units format, dedup, shards, resume, bad files, the CLI."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from helpers import make_checkpoint, write_wav
+
+from audio_vqvae.audio import load_audio
+from audio_vqvae.data import Utterance
+from audio_vqvae.model import VQVAE
+from audio_vqvae.units import (
+    dedup,
+    expand,
+    extract_units,
+    load_units,
+    main,
+    plan_pieces,
+    read_units,
+    shard,
+)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return VQVAE.from_checkpoint(str(ckpt))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Four good files of different lengths (one stereo, one at 22.05 kHz), an empty file, a non-audio file and one
+    shorter than a frame."""
+    d = tmp_path / "wavs"
+    write_wav(d / "spk1" / "a.wav", 0.5, seed=1)
+    write_wav(d / "spk1" / "b.wav", 0.31, seed=2, channels=2)
+    write_wav(d / "spk2" / "c.wav", 0.77, seed=3, sample_rate=22050)
+    write_wav(d / "spk2" / "d.wav", 0.2, seed=4)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.flac").write_text("not audio")
+    sf.write(d / "short.wav", np.zeros(10, np.float32), 16000)
+    return d
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def whole_file_units(model, path, gain=1.0):
+    return model.encode(load_audio(path, model.sample_rate) * gain, model.sample_rate).numpy()
+
+
+def assert_same_units(codes, model, path, gain=1.0):
+    """codes equal whole-file `model.encode` at every frame but those whose two nearest codes are tied to float32
+    precision (kernels chosen per input shape may round differently; see extract_units)."""
+    wav = load_audio(path, model.sample_rate)[None, None] * gain
+    whole = whole_file_units(model, path, gain)
+    with torch.inference_mode():
+        z = model.encode_latents(wav)[0].t().double()  # [T_z, D]
+    e = model.quantizer.codebook.double()
+    d2 = torch.cdist(z, e).square().topk(2, largest=False).values  # [T_z, 2] squared distances
+    tied = ((d2[:, 1] - d2[:, 0]) < 1e-6 * (z.square().sum(1) + e.square().sum(1).max())).numpy()
+    assert codes.shape == whole.shape == (wav.shape[-1] // model.hop,)
+    assert ((codes == whole) | tied).all(), f"{((codes != whole) & ~tied).sum()} frames differ"
+    assert tied.mean() < 1e-3
+
+
+# ---- format -----------------------------------------------------------------------------------------------------
+
+
+def test_dedup_round_trips():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 50):
+        codes = np.repeat(rng.integers(0, 4, n), rng.integers(1, 5, n))
+        units, durations = dedup(codes)
+        assert (units[1:] != units[:-1]).all() and (durations >= 1).all()
+        np.testing.assert_array_equal(expand(units, durations), codes)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("u2\t1 2 16", r"bad\.txt:2: unit 16 of utterance 'u2' is out of range \(0\.\.15\)"),
+    ("u2\t1 -1", r"bad\.txt:2: unit -1 .* out of range"),
+    ("u2\t1 x 3", r"bad\.txt:2: units must be integers"),
+    ("u2 1 2 3", r"bad\.txt:2: expected utt_id<TAB>units"),
+    ("u1\t1", r"bad\.txt:2: utterance 'u1' appears twice"),
+])
+def test_read_units_rejects_bad_lines_with_line_number(tmp_path, line, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(f"u1\t0 15 3\n{line}\n")
+    with pytest.raises(ValueError, match=message):
+        read_units(path, codebook_size=16)
+
+
+def test_shards_partition_in_order():
+    items = list(range(10))
+    for n in (1, 3, 4, 10, 12):
+        assert [x for i in range(n) for x in shard(items, i, n)] == items
+
+
+@pytest.mark.parametrize("n", [15, 16, 17, 95, 160, 1001])
+@pytest.mark.parametrize("chunk", [16, 48, 160])
+def test_pieces_cover_every_frame_once(n, chunk):
+    pieces = plan_pieces(n, 16, chunk, 48)
+    frames = [f for p in pieces for f in range(p.start // 16 + p.skip, p.start // 16 + p.skip + p.frames)]
+    assert frames == list(range(n // 16))
+    assert all(p.stop <= n and (p.stop - p.start) // 16 >= p.skip + p.frames for p in pieces)
+
+
+# ---- chunked encoding -------------------------------------------------------------------------------------------
+
+
+def test_chunked_extraction_of_a_long_file_equals_whole_file(model, tmp_path):
+    path = write_wav(tmp_path / "long.wav", 20.0 + 7 / 16000, seed=5)  # 20 s, not a whole number of frames
+    (_, codes), = extract_units(model, [Utterance("long", str(path), "", 20.0)], batch_size=3, chunk_seconds=2.0)
+    assert_same_units(codes, model, path)
+    assert len(np.unique(codes)) > 8  # the test is not vacuous
+
+
+@pytest.mark.parametrize("sample_rate,channels", [(48000, 1), (22050, 2)])
+def test_chunked_extraction_is_exact_for_other_rates_and_channels(model, tmp_path, sample_rate, channels):
+    path = write_wav(tmp_path / "x.wav", 5.3, sample_rate=sample_rate, seed=6, channels=channels)
+    (_, codes), = extract_units(model, [Utterance("x", str(path), "", 5.3)], batch_size=2, chunk_seconds=0.7)
+    assert_same_units(codes, model, path)
+
+
+def test_batches_mix_utterances_and_pieces_exactly(model, corpus):
+    good = [corpus / "spk1" / "a.wav", corpus / "spk1" / "b.wav", corpus / "spk2" / "c.wav", corpus / "spk2" / "d.wav"]
+    utts = [Utterance(p.stem, str(p), "", 1.0) for p in good]
+    results = list(extract_units(model, utts, batch_size=3, chunk_seconds=0.1))
+    assert [u.id for u, _ in results] == ["a", "b", "c", "d"]
+    for (_, codes), path in zip(results, good):
+        assert_same_units(codes, model, path)
+
+
+def test_peak_normalisation_scales_the_whole_file(model, tmp_path):
+    path = write_wav(tmp_path / "p.wav", 3.0, seed=7)
+    (_, codes), = extract_units(model, [Utterance("p", str(path), "", 3.0)], 2, 0.5, peak_normalize=0.3)
+    assert_same_units(codes, model, path, gain=0.3 / float(load_audio(path, 16000).abs().max()))
+
+
+def test_bad_files_are_reported_and_the_rest_go_on(model, corpus, tmp_path):
+    utts = [Utterance(p.stem, str(p), "", 1.0) for p in
+            [corpus / "short.wav", corpus / "spk1" / "a.wav", corpus / "empty.wav", corpus / "spk2" / "d.wav"]]
+    results = {u.id: r for u, r in extract_units(model, utts, batch_size=2)}
+    assert "too short" in results["short"] and "empty" in results["empty"]
+    assert isinstance(results["a"], np.ndarray) and isinstance(results["d"], np.ndarray)
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------------
+
+
+def run_cli(ckpt, out, *args):
+    main(["-c", str(ckpt), "-o", str(out), "--device", "cpu", "--chunk-seconds", "0.25", *map(str, args)])
+
+
+def test_cli_writes_units_sidecar_npy_and_skip_list(ckpt, model, corpus, tmp_path):
+    out = tmp_path / "out" / "units.txt"
+    run_cli(ckpt, out, corpus, "--npy-dir", tmp_path / "npy", "--batch-size", "2")
+    units = read_units(out, 16)
+    assert list(units) == ["spk1_a", "spk1_b", "spk2_c", "spk2_d"]
+    assert_same_units(units["spk2_c"], model, corpus / "spk2" / "c.wav")
+    np.testing.assert_array_equal(np.load(tmp_path / "npy" / "spk1_b.npy"), units["spk1_b"])
+    meta = json.loads((tmp_path / "out" / "units.txt.json").read_text())
+    assert meta["frame_rate"] == 1000.0 and meta["codebook_size"] == 16 and meta["hop"] == 16
+    assert meta["sample_rate"] == 16000 and meta["dedup"] is False and len(meta["checkpoint_sha256"]) == 64
+    skipped = lines(tmp_path / "out" / "units.txt.skipped.tsv")
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in skipped) == ["empty.wav", "short.wav", "text.flac"]
+    assert not (tmp_path / "out" / "units.txt.partial").exists()
+
+
+def test_shard_outputs_concatenate_to_the_unsharded_output(ckpt, corpus, tmp_path):
+    run_cli(ckpt, tmp_path / "all.txt", corpus)
+    for i in range(3):
+        run_cli(ckpt, tmp_path / "units.txt", corpus, "--shard", i, "--num-shards", 3)
+    shards = [line for i in range(3) for line in lines(tmp_path / f"units.{i}-of-3.txt")]
+    assert shards == lines(tmp_path / "all.txt")
+
+
+def test_rerun_skips_finished_utterances_and_adds_new_ones(ckpt, corpus, tmp_path):
+    out = tmp_path / "units.txt"
+    run_cli(ckpt, out, corpus)
+    first = lines(out)
+    out.write_text("".join(f"{line.split(chr(9))[0]}\t7\n" for line in first))  # marks: re-encoding would undo them
+    write_wav(corpus / "spk1" / "aa.wav", 0.4, seed=9)
+    run_cli(ckpt, out, corpus)
+    now = lines(out)
+    assert now[:4] == [f"{line.split(chr(9))[0]}\t7" for line in first]
+    assert len(now) == 5 and now[4].startswith("spk1_aa\t") and now[4] != "spk1_aa\t7"
+
+
+def test_a_killed_run_resumes_from_its_journal(ckpt, corpus, tmp_path):
+    out = tmp_path / "units.txt"
+    run_cli(ckpt, out, corpus)
+    expected = lines(out)
+    out.unlink()
+    (tmp_path / "units.txt.partial").write_text("spk1_a\t3 3\nspk1_b\t1 2 3 4 5 6 7 8 9 1")  # torn last line
+    run_cli(ckpt, out, corpus)
+    assert lines(out) == ["spk1_a\t3 3"] + expected[1:]
+    assert not (tmp_path / "units.txt.partial").exists()
+
+
+def test_dedup_output_expands_to_the_frame_level_units(ckpt, corpus, tmp_path):
+    run_cli(ckpt, tmp_path / "full.txt", corpus)
+    run_cli(ckpt, tmp_path / "dedup.txt", corpus, "--dedup")
+    full, dedup_units = read_units(tmp_path / "full.txt"), read_units(tmp_path / "dedup.txt")
+    assert all(len(dedup_units[k]) < len(full[k]) for k in full)
+    expanded = load_units(tmp_path / "dedup.txt", 16)
+    assert list(expanded) == list(full) and all((expanded[k] == full[k]).all() for k in full)
+    assert json.loads((tmp_path / "dedup.txt.json").read_text())["durations"] == "dedup.txt.durations"
+
+
+def test_output_of_another_checkpoint_or_setting_is_not_resumed(ckpt, corpus, tmp_path):
+    out = tmp_path / "units.txt"
+    run_cli(ckpt, out, corpus)
+    with pytest.raises(SystemExit, match="dedup=False"):
+        run_cli(ckpt, out, corpus, "--dedup")
+    other = make_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(SystemExit, match="checkpoint_sha256"):
+        run_cli(other, out, corpus)
+    run_cli(other, out, corpus, "--overwrite")
+
+
+def test_data_config_and_manifest_inputs(ckpt, corpus, tmp_path):
+    run_cli(ckpt, tmp_path / "dir.txt", corpus / "spk1", corpus / "spk2")
+    run_cli(ckpt, tmp_path / "data.txt", "--data", "folder", f"data.root={corpus}", "data.cache=false")
+    assert [line.split("\t")[1] for line in lines(tmp_path / "data.txt")] == \
+           [line.split("\t")[1] for line in lines(tmp_path / "dir.txt")]
+    yaml = tmp_path / "run.yaml"  # a run config with a data: node, as train writes next to its checkpoints
+    yaml.write_text(f"data:\n  name: folder\n  root: {corpus}\n  speaker_level: 0\n  speaker_regex: null\n"
+                    "  sample_rate: 16000\n  scan: header\n  cache: false\n")
+    run_cli(ckpt, tmp_path / "yaml.txt", "--data", yaml)
+    assert lines(tmp_path / "yaml.txt") == lines(tmp_path / "data.txt")
+    with pytest.raises(SystemExit, match="--data .*run.yaml: .*rooot"):
+        run_cli(ckpt, tmp_path / "x.txt", "--data", yaml, "data.rooot=/x")
+    manifest = corpus / "list.tsv"
+    manifest.write_text("spk1/a.wav\tspk1\nspk2/d.wav\tspk2\n")
+    run_cli(ckpt, tmp_path / "manifest.txt", "--manifest", manifest, "data.cache=false")
+    assert [line.split("\t")[0] for line in lines(tmp_path / "manifest.txt")] == ["spk1_a", "spk2_d"]
+    with pytest.raises(SystemExit, match="--data nope"):
+        run_cli(ckpt, tmp_path / "x.txt", "--data", "nope")
+
+
+def test_missing_input_is_one_clear_error(ckpt, tmp_path):
+    with pytest.raises(SystemExit, match="nothing.wav: no such file or directory"):
+        run_cli(ckpt, tmp_path / "x.txt", tmp_path / "nothing.wav")
