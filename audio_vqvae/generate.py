@@ -114,6 +114,7 @@ def synthesize(
     temperature: float = 1.0,
     greedy: bool = False,
     progress: Callable[[int], None] | None = None,
+    kernel: str = "auto",
 ) -> Iterator[tuple[Job, torch.Tensor]]:
     """Decode jobs in batches; yield (job, waveform [T_z * hop] at model.sample_rate) as each batch finishes.
 
@@ -122,7 +123,7 @@ def synthesize(
     for batch in batches(jobs, batch_size):
         step = None if progress is None else _times(progress, len(batch))
         wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
-                            temperature=temperature, greedy=greedy, progress=step)
+                            temperature=temperature, greedy=greedy, progress=step, kernel=kernel)
         yield from zip(batch, wavs)
 
 
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     total = sum(b[0].codes.size * model.hop * len(b) for b in batches(todo, args.batch_size))
     written = []
     with tqdm(total=total, unit="sample", unit_scale=True, dynamic_ncols=True, disable=None) as bar:
-        for job, wav in synthesize(model, todo, args.batch_size, args.temperature, args.greedy, bar.update):
+        for job, wav in synthesize(model, todo, args.batch_size, args.temperature, args.greedy, bar.update,
+                                   args.kernel):
             job.path.parent.mkdir(parents=True, exist_ok=True)
             save_audio(job.path, wav, model.sample_rate)
             written.append(job.path)
@@ -196,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-speakers", action="store_true", help="print the checkpoint's speakers and exit")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the decoder")
     parser.add_argument("--greedy", action="store_true", help="take the most likely sample instead of sampling")
+    parser.add_argument("--kernel", default="auto", choices=["auto", "torch", "numba"],
+                        help="generation loop: compiled numba on CPU (auto's choice there), torch on any device")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that exist")

@@ -224,8 +224,12 @@ class VQVAE(nn.Module):
         temperature: float = 1.0,
         greedy: bool = False,
         progress: Any = None,
+        kernel: str = "auto",
     ) -> torch.Tensor | list[torch.Tensor]:
-        """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list), by incremental sampling."""
+        """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list), by incremental sampling.
+
+        kernel: the generation loop, "auto" (compiled numba on CPU, torch elsewhere), "torch" or "numba".
+        """
         single = isinstance(codes, torch.Tensor)
         seqs = [codes] if single else list(codes)
         speakers = [speaker] * len(seqs) if isinstance(speaker, (str, int)) else list(speaker)
@@ -247,6 +251,7 @@ class VQVAE(nn.Module):
             lengths=n_frames * self.hop,
             start_class=self.start_class,
             progress=progress,
+            kernel=kernel,
         )
         wavs = mu_law_decode(classes, self.decoder.n_classes)
         out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]

@@ -33,9 +33,10 @@ def gumbel_like(shape: tuple[int, ...], device: torch.device) -> Tensor:
 class StepWeights:
     """The decoder's weights laid out for incremental steps: every matrix is [in, out], row-major.
 
-    The sigmoid half of every gate is computed as (1 + tanh(b / 2)) / 2, so that one tanh covers the whole gate:
-    its inputs are pre-scaled by 1/2 and the factor 1/2 of the gated output is folded into `res_skip`, which takes
-    the gated output with a constant 1 appended (its last row is the bias).
+    One sigmoid serves the whole gate, as tanh(a) = 2 sigmoid(2a) - 1: the inputs of the tanh half are pre-scaled
+    by 2, the kernels compute the gated output negated, -z = s_b - 2 s_a s_b (one fused op), and `res_skip` is
+    negated to match. `res_skip` takes -z with a constant 1 appended (its last row is the bias). (A sigmoid, not
+    a tanh: torch's CPU tanh is several times slower.)
     """
 
     emb: Tensor  # [n_classes, R]
@@ -171,12 +172,12 @@ class WaveNet(nn.Module):
         """The parameters rearranged for the step kernels (see StepWeights), logits divided by `temperature`."""
         n, k, r, g = len(self.dilations), self.kernel_size, self.residual_channels, self.gate_channels
         gate_scale = torch.ones(g, device=self.embed.weight.device)
-        gate_scale[g // 2 :] = 0.5
+        gate_scale[: g // 2] = 2.0
         w = torch.stack([conv.weight for conv in self.dilated]) * gate_scale[:, None, None]  # [L, G, R, k]
         w = w.permute(3, 0, 2, 1)  # [k, L, R, G]; tap i looks at t - (k-1-i)*d
         res_skip = w.new_zeros(n, g // 2 + 1, r + self.skip_channels)
         for i, o in enumerate(self.out):
-            res_skip[i, :, -o.out_channels :] = torch.cat([0.5 * o.weight[:, :, 0].t(), o.bias[None]])
+            res_skip[i, :, -o.out_channels :] = torch.cat([-o.weight[:, :, 0].t(), o.bias[None]])
         hidden, logit = self.head[1], self.head[3]
         return StepWeights(
             emb=self.embed.weight.contiguous(),
@@ -214,7 +215,7 @@ class WaveNet(nn.Module):
         teacher: Tensor | None = None,
         start_class: int = 128,
         progress: Callable[[int], None] | None = None,
-        kernel: str = "torch",
+        kernel: str = "auto",
     ) -> Tensor:
         """Sample classes [B, T] (T = T_z*hop) one step at a time, batched over utterances.
 
@@ -222,13 +223,15 @@ class WaveNet(nn.Module):
         are don't-care (filled with `start_class` past the longest). teacher [B, T]: feed these previous classes
         instead of the samples and return the logits [B, n_classes, T] (equal to `forward`'s).
         progress(n) is called with the number of new samples after each chunk. kernel: "torch" (the reference, any
-        device) or "numba" (compiled, CPU float32 only, several times faster).
+        device) or "numba" (compiled, CPU float32 only, several times faster); "auto" = numba on CPU, else torch.
         """
         self._check(latents, g)
         batch, n_frames, device = latents.shape[0], latents.shape[-1], latents.device
         total = n_frames * self.hop
+        if kernel == "auto":
+            kernel = "numba" if device.type == "cpu" and latents.dtype == torch.float32 else "torch"
         if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
+            raise ValueError(f"kernel must be auto or one of {tuple(KERNELS)}, got {kernel!r}")
         if not greedy and teacher is None and temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 <= start_class < self.n_classes:
@@ -253,7 +256,7 @@ class WaveNet(nn.Module):
             f1 = min(n_frames, f0 + per_chunk)
             t0, t1 = f0 * self.hop, min(f1 * self.hop, n_steps)
             cond = self.conditioning_window(latents, g, f0, f1)  # [B, L, G, cols]
-            cond[:, :, self.gate_channels // 2 :] *= 0.5  # tanh form of the sigmoid (see StepWeights)
+            cond[:, :, : self.gate_channels // 2] *= 2.0  # sigmoid form of the tanh (see StepWeights)
             cond = cond.permute(3, 1, 0, 2).contiguous()  # [cols, L, B, G]
             bias = weights.logit_b.expand(t1 - t0, batch, -1)
             if sampling:
@@ -284,7 +287,7 @@ def run_torch(
     pre = cond.new_empty(n, batch, g)  # conditioning + past taps, every layer
     h = cond.new_empty(n, batch, r)  # every layer's input
     gate = cond.new_empty(batch, g)
-    z = cond.new_ones(batch, n, half + 1)  # gated outputs, then a constant 1
+    z = cond.new_ones(batch, n, half + 1)  # negated gated outputs, then a constant 1
     skip, hidden = cond.new_empty(batch, w.hidden_w.shape[0]), cond.new_empty(batch, w.hidden_w.shape[0])
     out = cond.new_empty(batch, w.logit_w.shape[1])
     # views, made once
@@ -294,21 +297,22 @@ def run_torch(
     h_rows, pre_rows, cur = h.unbind(0), pre.unbind(0), w.cur.unbind(0)
     res, skip_w = w.res_skip[:, :, :r].unbind(0), w.res_skip[:, :, r:].flatten(0, 1)
     z_gate, z_rows, gate_a, gate_b = z[:, :, :half].unbind(1), z.unbind(1), gate[:, :half], gate[:, half:]
+    taps_flat, z_flat = taps.flatten(0, 1), z.flatten(1)
     for t in range(t0, t1):
         p = t % period
         torch.index_select(w.emb, 0, class_rows[t], out=h_rows[0])
-        torch.index_select(s.queue, 0, reads[p], out=taps.flatten(0, 1))
+        torch.index_select(s.queue, 0, reads[p], out=taps_flat)
         torch.baddbmm(cond_rows[(t - t0) // cond_rate], taps[0], w.past[0], out=pre)
         for j in range(1, n_taps):
             torch.baddbmm(pre, taps[j], w.past[j], out=pre)
         for i in range(n):
             torch.addmm(pre_rows[i], h_rows[i], cur[i], out=gate)
-            gate.tanh_()
-            torch.addcmul(gate_a, gate_a, gate_b, out=z_gate[i])
+            gate.sigmoid_()
+            torch.addcmul(gate_b, gate_a, gate_b, value=-2.0, out=z_gate[i])
             if i < n - 1:
                 torch.addmm(h_rows[i], z_rows[i], res[i], out=h_rows[i + 1])
         s.queue.index_copy_(0, writes[p], h)
-        torch.mm(z.flatten(1), skip_w, out=skip).relu_()
+        torch.mm(z_flat, skip_w, out=skip).relu_()
         torch.addmm(w.hidden_b, skip, w.hidden_w, out=hidden).relu_()
         if out_rows is None:
             torch.addmm(bias_rows[t - t0], hidden, w.logit_w, out=out)
@@ -352,10 +356,11 @@ def _run_numba(
     emb, cur, past, res_skip, hidden_w, hidden_b, logit_w, queue, read_idx, write_idx, cond, cond_rate, bias,
     classes, logits, t0, t1, n_threads,
 ):
+    """`run_numba`'s loop over numpy views of StepWeights / StepState; `logits` of length 0 means sampling."""
     n_layers, n_res, n_gate = cur.shape
     half, n_skip, n_classes = n_gate // 2, res_skip.shape[2] - n_res, logit_w.shape[1]
     n_taps, batch, period = past.shape[0], queue.shape[1], read_idx.shape[0]
-    teacher = logits.shape[0] > 0
+    teacher, one_half = logits.shape[0] > 0, np.float32(0.5)
     for thread in numba.prange(n_threads):  # each thread owns the rows thread, thread + n_threads, ...
         hs = np.empty(n_res + n_skip, np.float32)  # layer input | running skip sum
         h = hs[:n_res]
@@ -374,9 +379,8 @@ def _run_numba(
                         _affine(gate, queue[read_idx[p, j * n_layers + l], b], past[j, l])
                     _affine(gate, h, cur[l])
                     queue[write_idx[p, l], b] = h
-                    for o in range(half):
-                        a = _tanh(gate[o])
-                        z[o] = a + a * _tanh(gate[half + o])
+                    for o in range(half):  # -z = -tanh(a) sigmoid(b) = -tanh(a) (1 + tanh(b/2)) / 2, gate = [2a | b]
+                        z[o] = -_tanh(gate[o] * one_half) * (one_half + one_half * _tanh(gate[half + o] * one_half))
                     _affine(hs, z, res_skip[l])
                 hidden[:] = hidden_b
                 _affine(hidden, np.maximum(hs[n_res:], np.float32(0.0)), hidden_w)
