@@ -40,3 +40,19 @@ def data_cfg() -> Callable[..., DictConfig]:
         return OmegaConf.create({"model": {"sample_rate": 16000}, "data": data}).data
 
     return make
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny VQVAE checkpoint (tests/helpers.make_checkpoint), one per test module."""
+    from helpers import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(ckpt: Path):
+    """The tiny checkpoint loaded as a VQVAE in eval mode."""
+    from audio_vqvae.model import VQVAE
+
+    return VQVAE.from_checkpoint(str(ckpt))

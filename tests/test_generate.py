@@ -3,21 +3,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import SPEAKERS, make_checkpoint, noise_signal, write_wav
+from helpers import SPEAKERS, noise_signal, write_wav
 
 from audio_vqvae.generate import Job, batches, main, plan_jobs, read_speaker_map
-from audio_vqvae.model import VQVAE
 from audio_vqvae.units import main as units_main
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return VQVAE.from_checkpoint(str(ckpt))
 
 
 @pytest.fixture

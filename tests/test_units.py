@@ -9,7 +9,6 @@ from helpers import make_checkpoint, write_wav
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.data import Utterance
-from audio_vqvae.model import VQVAE
 from audio_vqvae.units import (
     dedup,
     expand,
@@ -20,16 +19,6 @@ from audio_vqvae.units import (
     read_units,
     shard,
 )
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return VQVAE.from_checkpoint(str(ckpt))
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Hydra config tree (packaged so that a non-editable install finds it)."""
