@@ -332,11 +332,12 @@ def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sample_rate: int, 
                             n_fft: int = 1024, hop_length: int = 256) -> float:
     """MCD in dB: 10 / ln 10 * sqrt(2 * sum_{d>=1} (c_d - c'_d)^2) averaged along the DTW alignment of the frames.
 
-    Cepstra are torchaudio MFCCs of the natural-log mel spectrogram, c0 (energy) excluded; the two signals are
-    aligned by DTW, not cropped. Comparable across runs of this library, not to SPTK mel-cepstrum MCD figures.
+    Cepstra are torchaudio MFCCs of the natural log of the mel *amplitude* (half the log power), c0 (energy)
+    excluded; the two signals are aligned by DTW, not cropped. Comparable across runs of this library, not to SPTK
+    mel-cepstrum MCD figures (which use a different frequency warping and cepstral order).
     """
     mfcc = _mfcc(sample_rate, n_mfcc, n_mels, n_fft, hop_length)
     with torch.no_grad():
-        ref_c, est_c = (mfcc(_mono(x))[1:].T.double() for x in (ref, est))  # [frames, n_mfcc - 1]
+        ref_c, est_c = (0.5 * mfcc(_mono(x))[1:].T.double() for x in (ref, est))  # [frames, n_mfcc - 1], log amplitude
         dist = torch.cdist(ref_c, est_c, compute_mode="donot_use_mm_for_euclid_dist").numpy()
     return dtw_distance(10.0 / math.log(10.0) * math.sqrt(2.0) * dist)

@@ -203,3 +203,19 @@ def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_pat
         assert torch.equal(a[k], b[k]), k
     assert "quantizer.embed" in a and "quantizer.ema_cluster_size" in a
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_and_keeps_the_codebook_float32(tmp_path, corpus, precision):
+    model = train_mod.train(config(tmp_path, f"trainer.precision={precision}", "trainer.max_steps=2",
+                                   "trainer.deterministic=false"))
+    assert model.quantizer.embed.dtype == torch.float32
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]
+    assert state["state"]["step"] == 2 and "scaler" in state
+
+
+def test_unknown_precision_and_device_are_named(tmp_path, corpus):
+    with pytest.raises(ValueError, match="trainer.precision"):
+        train_mod.train(config(tmp_path, "trainer.precision=fp8"))
+    with pytest.raises(ValueError, match="device=cuda:3"):
+        train_mod.train(config(tmp_path, "device=cuda:3"))
