@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
+INPLACE = ("relu", "leaky_relu", "elu")  # those that take inplace=True
 
 
 def num_frames(n_samples: int, hop: int) -> int:
@@ -28,11 +29,14 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str) -> nn.Module:
+    """[padding, strided conv (+ norm)]. An even padding is the conv's own (no padded copy of the input); the first
+    slot is then an Identity, which keeps the parameter names (and so the checkpoints) of the odd case."""
     if (kernel - stride) < 0:
         raise ValueError(f"encoder: kernel size {kernel} must be >= stride {stride}")
     pad = kernel - stride
-    conv = nn.Conv1d(c_in, c_out, kernel, stride=stride)
-    layers: list[nn.Module] = [nn.ConstantPad1d((pad // 2, pad - pad // 2), 0.0)]
+    symmetric = pad % 2 == 0
+    conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad // 2 if symmetric else 0)
+    layers: list[nn.Module] = [nn.Identity() if symmetric else nn.ConstantPad1d((pad // 2, pad - pad // 2), 0.0)]
     if norm == "weight":
         layers.append(weight_norm(conv))
     elif norm == "batch":
@@ -42,6 +46,11 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str) -> nn.Modu
     else:
         raise ValueError(f"model.encoder.norm: unknown normalisation {norm!r} (use none, batch or weight)")
     return nn.Sequential(*layers)
+
+
+def _activation(name: str) -> nn.Module:
+    """The activation after each conv; in place where it can be (its input, a conv output, is not needed again)."""
+    return ACTIVATIONS[name](inplace=True) if name in INPLACE else ACTIVATIONS[name]()
 
 
 class Encoder(nn.Module):
@@ -67,7 +76,7 @@ class Encoder(nn.Module):
         blocks: list[nn.Module] = []
         c_in = 1
         for c_out, k, s in zip(channels, kernel_sizes, strides):
-            blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm), ACTIVATIONS[activation]()))
+            blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm), _activation(activation)))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.proj = nn.Conv1d(c_in, latent_dim, 1)

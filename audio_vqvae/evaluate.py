@@ -30,7 +30,7 @@ from .alignments import Segment, build_vocab, frame_labels, load_alignments
 from .audio import AudioError, mu_law_decode, save_audio
 from .checkpoint import file_sha256
 from .data import Utterance, ValidationDataset, load_corpus, split_corpus
-from .device import resolve_device
+from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
 from .model import VQVAE
 from .plots import (
@@ -490,6 +490,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-eval`."""
+    retain_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .audio import AudioError, save_audio
 from .data import write_skip_report
+from .device import retain_freed_memory
 from .model import VQVAE
 from .units import (
     add_input_arguments,
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-generate`."""
+    retain_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

@@ -39,7 +39,7 @@ from .data import (
     worker_init_fn,
     write_skip_report,
 )
-from .device import resolve_device
+from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
 from .model import VQVAE, VQVAEOutput
 from .quantizer import perplexity
@@ -460,6 +460,7 @@ def keep_step_checkpoints(ckpt_dir: Path, keep: int) -> None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Console entry point `audio-vqvae-train`."""
+    retain_freed_memory()
     try:
         train(cfg)
     finally:

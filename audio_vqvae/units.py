@@ -62,7 +62,7 @@ from .audio import (
 )
 from .checkpoint import file_sha256
 from .data import Utterance, audio_files, load_corpus, path_id, write_skip_report
-from .device import resolve_device
+from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
 from .model import VQVAE
 
@@ -640,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-units`."""
+    retain_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

@@ -62,6 +62,33 @@ class StepState:
     write_idx: Tensor  # [period, L]
 
 
+class GatedActivation(torch.autograd.Function):
+    """tanh(p_1) * sigmoid(p_2) of p = a + cond ([B, G, T] + [B, G, T / cond_rate], each conditioning column
+    repeated over cond_rate samples; p_1 | p_2 = the halves of the G channels) -> [B, G/2, T].
+
+    The values and gradients of the plain autograd graph (the same ops), without its copies: the gradient of `a`
+    is written into one buffer (no cat of the halves) and nothing is modified in place on a view.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, cond: Tensor, cond_rate: int) -> Tensor:
+        p_tanh, p_sigmoid = (a.unflatten(2, (-1, cond_rate)) + cond[..., None]).flatten(2).chunk(2, 1)
+        t, s = torch.tanh(p_tanh), torch.sigmoid(p_sigmoid)
+        ctx.save_for_backward(t, s)
+        ctx.cond_rate = cond_rate
+        return t * s
+
+    @staticmethod
+    def backward(ctx, grad_z: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        t, s = ctx.saved_tensors
+        grad = grad_z.new_empty(t.shape[0], 2 * t.shape[1], t.shape[2])
+        grad_tanh, grad_sigmoid = grad.chunk(2, 1)
+        torch.ops.aten.tanh_backward.grad_input(grad_z * s, t, grad_input=grad_tanh)
+        torch.ops.aten.sigmoid_backward.grad_input(grad_z * t, s, grad_input=grad_sigmoid)
+        grad_cond = grad.unflatten(2, (-1, ctx.cond_rate)).sum(-1) if ctx.needs_input_grad[1] else None
+        return grad, grad_cond, None
+
+
 class WaveNet(nn.Module):
     """p(x_t | x_<t, latents, g) over `n_classes` mu-law classes; logit t sees inputs t-receptive_field .. t-1."""
 
@@ -156,9 +183,7 @@ class WaveNet(nn.Module):
         # the running sums are updated in place (nothing saves them for backward): less memory traffic
         for i, (conv, out, d) in enumerate(zip(self.dilated, self.out, self.dilations)):
             a = conv(F.pad(x, ((k - 1) * d, 0)))  # [B, G, T]
-            a.unflatten(2, (-1, self.cond_rate)).add_(cond[:, i, :, :, None])
-            a_tanh, a_sigmoid = a.chunk(2, 1)
-            y = out(torch.tanh(a_tanh) * torch.sigmoid(a_sigmoid))  # [B, R+S, T]; last layer [B, S, T]
+            y = out(GatedActivation.apply(a, cond[:, i], self.cond_rate))  # [B, R+S, T]; last layer [B, S, T]
             res, y_skip = y.split([y.shape[1] - s, s], 1)
             skip.add_(y_skip)
             if i < n - 1:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-RATE = {"batch", "samples", "samples_per_s", "gflops", "fraction_of_matmul"}
-TOP = {"machine", "quick", "plan", "matmul_gflops", "reference", "training", "generation", "receptive_field",
-       "extraction", "pipeline_memory", "peak_rss_mb", "targets"}
+RATE = {"batch", "samples", "samples_per_s", "flops_per_sample", "gflops", "fraction_of_matmul"}
+TOP = {"machine", "quick", "plan", "matmul_gflops", "mm_gflops", "matmul_gflops_end", "onednn_gflops", "load_average", "reference",
+       "training", "extraction", "generation", "receptive_field", "pipeline_memory", "retained_memory", "peak_rss_mb",
+       "targets"}
 
 
 def test_quick_bench_writes_every_key(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+                          check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "targets:" in proc.stdout and "MET" in proc.stdout
     r = json.loads(out.read_text())
@@ -39,6 +40,11 @@ def test_quick_bench_writes_every_key(tmp_path):
     e = r["extraction"]
     assert {"x_real_time", "gflops", "flops_per_audio_second", "fraction_of_matmul", "layers"} <= set(e)
     assert [x["layer"] for x in e["layers"]] == [f"conv{i}" for i in range(1, 7)] + ["proj", "nearest"]
+    kept = r["retained_memory"]
+    assert set(kept) == {"applied", "training", "extraction"} and set(kept["training"]) == {"bench", "paper"}
+    assert {"x_real_time", "fraction_of_matmul", "layers"} <= set(kept["extraction"])
+    assert set(r["peak_rss_mb"]) == {"bench", "training", "training_retained", "extraction", "extraction_retained"}
     assert len(r["pipeline_memory"]["runs"]) == 2 and "growth_mb" in r["pipeline_memory"]
     assert all(run["items"] == run["utterances"] for run in r["pipeline_memory"]["runs"])
-    assert len(r["targets"]) == 10 and all({"name", "value", "threshold", "met"} <= set(t) for t in r["targets"])
+    assert len(r["targets"]) == 10
+    assert all({"name", "value", "op", "threshold", "met", "default_allocator_value"} <= set(t) for t in r["targets"])
