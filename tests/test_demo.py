@@ -1,4 +1,6 @@
-"""The README's first command (demo.sh) end to end, with a tiny model so it runs in seconds."""
+"""The README's first command (demo.sh) end to end, with a tiny model so it runs in seconds, then the eval command on
+the checkpoint it leaves (with the demo corpus's phone labels)."""
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -6,6 +8,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from audio_vqvae.evaluate import main as eval_main
 from audio_vqvae.units import read_units
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,3 +30,12 @@ def test_demo_script_trains_extracts_units_resynthesises_and_converts(tmp_path):
         wav, sr = sf.read(run / "wav" / f"gb_f_031_to_{name}.wav")
         assert sr == 16000 and len(wav) == len(units["gb_f_031"]) * 16  # tiny model: hop 16
     assert "checkpoint:" in proc.stdout
+    eval_dir = tmp_path / "eval"
+    eval_main([str(run / "checkpoints" / "best.pt"), "--out", str(eval_dir), "--max-utterances", "3",
+               "--max-seconds", "1", "--n-sampled", "1", "--sampled-seconds", "0.1", "--abx-triplets", "50",
+               "--posterior-positions", "2", "--device", "cpu"])
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["data"]["source"].startswith("demo") and metrics["units"]["n_phones"] > 10
+    assert 0 <= metrics["units"]["pnmi"] <= 1 and metrics["elbo"]["bits_per_sample"] > 0
+    assert all((eval_dir / f).is_file() for f in ["report.md", "codebook_usage.png", "unit_phone_cooccurrence.png",
+                                                  "resynthesis.png"])
