@@ -30,6 +30,14 @@ def _all_reduce_sum(x: Tensor) -> Tensor:
     return x
 
 
+def _all_finite(x: Tensor) -> bool:
+    """True when every element of `x` is finite on every rank (so all ranks take the same branch)."""
+    flag = torch.isfinite(x).all().to(torch.int32)
+    if _distributed():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
 def _broadcast(x: Tensor) -> Tensor:
     """Overwrite `x` in place with rank 0's copy (no-op in a single process)."""
     if _distributed():
@@ -175,19 +183,21 @@ class VectorQuantizer(nn.Module):
             z = self._prepare(z_e)                                 # [B, D, T] float32
             batch, _, steps = z.shape
             flat = _flatten(z).detach()                            # [N, D]
-            if self.training and not self.initialized:
+            # A non-finite batch (a diverging step, which the training loop then skips) must not touch the codebook.
+            update = self.training and _all_finite(flat)
+            if update and not self.initialized:
                 self._initialize(flat)
             codes = _nearest(flat, self.codebook)                  # [N]
             counts = _counts(codes, self.codebook_size)            # [K]
             restarted = 0
-            if self.training:
+            if update:
                 _all_reduce_sum(counts)
                 if self.restart_after > 0:
                     # Before the lookup: dead codes are unused in this batch, so the output does not change, and a
                     # codebook parameter must not change in place after the graph has used it.
                     restarted = self._restart_dead_codes(flat, counts)
             e = F.embedding(codes, self.codebook).view(batch, steps, self.dim).transpose(1, 2)  # [B, D, T]
-            if self.training and self.ema:
+            if update and self.ema:
                 self._ema_update(flat, codes, counts)              # after the lookup: e is the code that was chosen
             codebook_loss = z.new_zeros(()) if self.ema else F.mse_loss(e, z.detach())
             commitment_loss = F.mse_loss(z, e.detach())

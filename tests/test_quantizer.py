@@ -298,3 +298,16 @@ def test_distributed_buffers_stay_identical(tmp_path):
     assert rank0["restarted"] > 0 and rank0.keys() == rank1.keys()
     for key in rank0:
         assert torch.equal(torch.as_tensor(rank0[key]), torch.as_tensor(rank1[key])), key
+
+
+def test_non_finite_batch_leaves_the_codebook_untouched():
+    torch.manual_seed(0)
+    vq = make(dim=2, codebook_size=4, ema=True, init="random", restart_after=1)
+    vq.train()
+    vq(torch.randn(1, 2, 16))
+    before = {k: v.clone() for k, v in vq.state_dict().items()}
+    z = torch.randn(1, 2, 16)
+    z[0, 0, 3] = float("nan")
+    vq(z)
+    for k, v in vq.state_dict().items():
+        assert torch.equal(v, before[k]), k
