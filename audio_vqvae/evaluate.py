@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels, load_alignments
-from .audio import AudioError, mu_law_decode, save_audio
+from .audio import AudioError, save_audio
 from .checkpoint import file_sha256
 from .data import Utterance, ValidationDataset, load_corpus, split_corpus
 from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
-from .model import VQVAE
+from .model import VQVAE, sample_teacher_forced
 from .plots import (
     codebook_usage_figure,
     cooccurrence_figure,
@@ -141,12 +141,6 @@ def spectral_distances(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -
     """(log-mel distance, MCD in dB) of an estimate against its reference waveform [T]."""
     r, e = ref.cpu().numpy(), est.cpu().numpy()
     return M.log_mel_distance(r, e, sample_rate), M.mel_cepstral_distortion(r, e, sample_rate)
-
-
-def sample_teacher_forced(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Logits [256, T] -> waveform [T], each x_t drawn from p(x_t | true x_<t, z_q(x))."""
-    classes = torch.multinomial(logits.float().T.softmax(-1), 1, generator=generator)[:, 0]
-    return mu_law_decode(classes, logits.shape[0])
 
 
 def allocate_positions(set_: EvalSet, n: int, max_seconds: float | None, frame_rate: float,

@@ -21,9 +21,13 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _dedup(seq: np.ndarray) -> np.ndarray:
-    """Collapse runs of repeated symbols: [1, 1, 2, 2, 1] -> [1, 2, 1]."""
-    return seq[np.r_[True, seq[1:] != seq[:-1]]] if seq.size else seq
+def run_length_encode(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[T] -> (values [N], lengths [N]) of its runs of equal symbols, np.repeat(values, lengths) == seq:
+    [1, 1, 2, 2, 1] -> ([1, 2, 1], [2, 2, 1])."""
+    if seq.size == 0:
+        return seq, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    return seq[starts], np.diff(np.r_[starts, seq.size])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -87,7 +91,7 @@ def entropy_bitrate(sequences: Sequence[np.ndarray], total_duration_s: float, de
     if total_duration_s <= 0:
         raise ValueError(f"entropy_bitrate: total duration must be > 0 s, got {total_duration_s}")
     seqs = [np.asarray(s).ravel() for s in sequences]
-    symbols = np.concatenate([_dedup(s) for s in seqs] if dedup else seqs) if seqs else np.empty(0, np.int64)
+    symbols = np.concatenate([run_length_encode(s)[0] for s in seqs] if dedup else seqs) if seqs else np.empty(0, np.int64)
     if symbols.size == 0:
         return 0.0
     _, counts = np.unique(symbols, return_counts=True)

@@ -42,6 +42,13 @@ def time_jitter(z: torch.Tensor, p: float) -> torch.Tensor:
     return z.gather(2, idx.unsqueeze(1).expand(B, D, T))
 
 
+def sample_teacher_forced(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logits [n_classes, T] of a teacher-forced pass -> waveform [T], each x_t drawn from p(x_t | true x_<t, z_q(x))
+    (a quick resynthesis for validation and evaluation; `VQVAE.decode` samples x_<t from the model instead)."""
+    classes = torch.multinomial(logits.float().T.softmax(-1), 1, generator=generator)[:, 0]
+    return mu_law_decode(classes, logits.shape[0])
+
+
 def kl_nats(n_latents: int, codebook_size: int) -> float:
     """KL(q(z|x) || p(z)) for a one-hot posterior and a uniform prior over K codes: T_z log K."""
     return n_latents * math.log(codebook_size)

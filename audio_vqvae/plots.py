@@ -15,6 +15,7 @@ import torch
 
 from .io import atomic_write
 from .metrics import log_mel as natural_log_mel
+from .metrics import run_length_encode
 
 TOP_DB = 80.0
 MAX_UNIT_LABELS = 80  # unit runs labelled with their id under a spectrogram; more would overlap
@@ -29,20 +30,15 @@ def log_mel(wav: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tens
     return db.clamp_min(float(db.max()) - TOP_DB)
 
 
-def _runs(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and length of every run of equal units."""
-    starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1]])
-    return starts, np.diff(np.r_[starts, units.size])
-
-
 def _unit_strip(ax: plt.Axes, units: np.ndarray, frame_rate: float) -> None:
     """Units [T_z] as a colour strip on the time axis, each run labelled with its id (when they fit)."""
     ax.imshow(units[None] % 20, aspect="auto", cmap="tab20", vmin=0, vmax=19, interpolation="nearest",
               extent=(0, units.size / frame_rate, 0, 1))
-    starts, lengths = _runs(units)
-    if starts.size <= MAX_UNIT_LABELS:
-        for s, n in zip(starts, lengths):
-            ax.text((s + n / 2) / frame_rate, 0.5, str(units[s]), ha="center", va="center", fontsize=6, rotation=90)
+    values, lengths = run_length_encode(units)
+    if values.size <= MAX_UNIT_LABELS:
+        ends = np.cumsum(lengths)
+        for u, e, n in zip(values, ends, lengths):
+            ax.text((e - n / 2) / frame_rate, 0.5, str(u), ha="center", va="center", fontsize=6, rotation=90)
     ax.set_yticks([])
     ax.set_ylabel("units", fontsize=8)
 

@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from . import __version__
-from .audio import mu_law_decode
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import (
     SegmentDataset,
@@ -41,7 +40,7 @@ from .data import (
 )
 from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
-from .model import VQVAE, VQVAEOutput
+from .model import VQVAE, VQVAEOutput, sample_teacher_forced
 from .quantizer import perplexity
 
 log = logging.getLogger("audio_vqvae.train")
@@ -223,9 +222,8 @@ def validate(
         n_samples += out.n_samples
         counts += out.counts.to(device)
         if len(examples) < n_examples:
-            probs = out.logits[0].float().T.softmax(-1)  # [T, 256]
-            sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            examples[utt_ids[0]] = (wav[0, 0, : out.n_samples].cpu(), mu_law_decode(sampled).cpu())
+            resynthesis = sample_teacher_forced(out.logits[0], generator)
+            examples[utt_ids[0]] = (wav[0, 0, : out.n_samples].cpu(), resynthesis.cpu())
     model.train()
     metrics = {
         "reconstruction_loss": nll / max(n_samples, 1),

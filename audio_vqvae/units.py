@@ -64,6 +64,7 @@ from .checkpoint import file_sha256
 from .data import Utterance, audio_files, load_corpus, path_id, write_skip_report
 from .device import resolve_device, retain_freed_memory
 from .io import atomic_write
+from .metrics import run_length_encode
 from .model import VQVAE
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,8 @@ _OVERRIDE = re.compile(r"^data\.[\w.]+=")
 # ---- the units format --------------------------------------------------------------------------------------------
 
 
-def dedup(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run-length encode [T] -> (units [N], durations [N]) with np.repeat(units, durations) == codes."""
-    if codes.size == 0:
-        return codes, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    return codes[starts], np.diff(np.r_[starts, codes.size])
-
-
 def expand(units: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """Inverse of `dedup`: repeat each unit by its duration (frames)."""
+    """Inverse of run-length deduplication (`metrics.run_length_encode`): repeat each unit by its duration."""
     return np.repeat(units, durations)
 
 
@@ -513,7 +506,7 @@ class UnitWriter:
             self._npy(utt_id).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(self._npy(utt_id), "wb") as f:
                 np.save(f, codes)
-        columns = dedup(codes) if self.dedup else (codes,)
+        columns = run_length_encode(codes) if self.dedup else (codes,)
         with open(self.journal_path, "a", encoding="utf-8") as f:
             f.write("\t".join([utt_id, *map(_join, columns)]) + "\n")
 

@@ -9,8 +9,8 @@ from helpers import make_checkpoint, write_wav
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.data import Utterance
+from audio_vqvae.metrics import run_length_encode
 from audio_vqvae.units import (
-    dedup,
     expand,
     extract_units,
     load_units,
@@ -66,7 +66,7 @@ def test_dedup_round_trips():
     rng = np.random.default_rng(0)
     for n in (0, 1, 2, 50):
         codes = np.repeat(rng.integers(0, 4, n), rng.integers(1, 5, n))
-        units, durations = dedup(codes)
+        units, durations = run_length_encode(codes)
         assert (units[1:] != units[:-1]).all() and (durations >= 1).all()
         np.testing.assert_array_equal(expand(units, durations), codes)
 
