@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,10 +26,10 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels, load_alignments
-from .audio import AudioError, save_audio
+from .audio import save_audio
 from .checkpoint import file_sha256
 from .data import Utterance, ValidationDataset, load_corpus, split_corpus
-from .device import resolve_device, retain_freed_memory
+from .device import resolve_device, run_app
 from .io import atomic_write
 from .model import VQVAE, sample_teacher_forced
 from .plots import (
@@ -484,13 +483,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-eval`."""
-    retain_freed_memory()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        m = evaluate(args)
-    except (ValueError, OSError, AudioError) as err:
-        sys.exit(f"audio-vqvae-eval: error: {err}")
+    m = run_app("audio-vqvae-eval", lambda: evaluate(args))
     print_table(report_rows(m))
     print(f"wrote metrics.json, report.md and {', '.join(m['figures'])} to {args.out}")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import AudioError, save_audio
+from .audio import save_audio
 from .data import write_skip_report
-from .device import retain_freed_memory
+from .device import run_app
 from .model import VQVAE
 from .units import (
     add_input_arguments,
@@ -209,15 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-generate`."""
-    retain_freed_memory()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
         run(args)
-    except (ValueError, OSError, AudioError) as err:
-        sys.exit(f"audio-vqvae-generate: error: {err}")
+
+    run_app("audio-vqvae-generate", body)
 
 
 if __name__ == "__main__":

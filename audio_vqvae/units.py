@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -62,7 +61,7 @@ from .audio import (
 )
 from .checkpoint import file_sha256
 from .data import Utterance, audio_files, load_corpus, path_id, write_skip_report
-from .device import resolve_device, retain_freed_memory
+from .device import resolve_device, run_app
 from .io import atomic_write
 from .metrics import run_length_encode
 from .model import VQVAE
@@ -633,15 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point `audio-vqvae-units`."""
-    retain_freed_memory()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> Path:
         if args.batch_size < 1 or args.chunk_seconds <= 0:
             raise ValueError("--batch-size must be >= 1 and --chunk-seconds > 0")
-        print(run(args))
-    except (ValueError, OSError, AudioError) as err:
-        sys.exit(f"audio-vqvae-units: error: {err}")
+        return run(args)
+
+    print(run_app("audio-vqvae-units", body))
 
 
 if __name__ == "__main__":
