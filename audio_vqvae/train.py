@@ -382,7 +382,7 @@ def train(cfg: DictConfig) -> VQVAE:
             state.nonfinite_consecutive += 1
             optimizer.zero_grad(set_to_none=True)
             log.warning("step %d: non-finite loss (%s), step skipped (%d in a row, %d in all)", state.step,
-                        float(out.loss), state.nonfinite_consecutive, state.nonfinite_total)
+                        float(out.loss.detach()), state.nonfinite_consecutive, state.nonfinite_total)
             if state.nonfinite_consecutive >= tcfg.max_nonfinite:
                 raise RuntimeError(f"{state.nonfinite_consecutive} non-finite losses in a row at step {state.step} "
                                    f"(trainer.max_nonfinite={tcfg.max_nonfinite}); lower trainer.lr or check the data")
