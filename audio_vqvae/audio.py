@@ -23,6 +23,9 @@ from .io import atomic_write
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"})
 """File extensions (lower case) that corpus indexing treats as audio."""
 
+SOXR_QUALITY = "HQ"
+"""soxr's quality setting for every resampling (one-shot and streaming), so both give the same samples."""
+
 SILENT_PEAK = 1e-4
 """A file whose peak |sample| is below this (-80 dBFS, about 3 LSB of 16-bit audio) counts as silent."""
 
@@ -88,9 +91,6 @@ def _read(path: str | os.PathLike, start: int, stop: int) -> np.ndarray:
 def downmix(wav: np.ndarray) -> np.ndarray:
     """[T, C] -> [T]: average of the channels."""
     return wav.mean(axis=1, dtype=np.float32) if wav.shape[1] > 1 else np.ascontiguousarray(wav[:, 0])
-
-
-SOXR_QUALITY = "HQ"
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +44,6 @@ from .units import collect_utterances, load_data_config
 log = logging.getLogger("audio_vqvae.evaluate")
 
 SPLITS = ("auto", "held_out", "val", "train", "all")
-LN2 = math.log(2.0)
 MIN_SAMPLES = 1024  # the spectral distances' FFT size: shorter audio cannot be compared
 
 # ---- the evaluation set -------------------------------------------------------------------------------------------
@@ -203,7 +201,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, args: argparse.Namespace) -> tuple
         codes = out.codes[0].cpu().numpy()
         totals.counts += np.bincount(codes, minlength=model.codebook_size)
         totals.codes[uid] = codes
-        totals.latents[uid] = model.encode_latents(x)[0].T.cpu().numpy()
+        totals.latents[uid] = out.z_e[0].T.cpu().numpy()
         totals.utterances[uid] = utt
         ref = wav[0, : out.n_samples]
         tf_wav = sample_teacher_forced(out.logits[0], generator).cpu()
@@ -282,13 +280,12 @@ def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     """ELBO, bitrates, codebook and resynthesis sections of metrics.json."""
     seconds = totals.n_samples / model.sample_rate
     elbo = M.elbo_terms(totals.nll, totals.n_samples, totals.n_latents, model.codebook_size, model.sample_rate)
-    elbo |= {"nll_bits_per_sample": totals.nll / (totals.n_samples * LN2),
-             "n_samples": totals.n_samples, "n_latents": totals.n_latents}
+    elbo |= {"n_samples": totals.n_samples, "n_latents": totals.n_latents}
     sequences = list(totals.codes.values())
     return {
         "elbo": elbo,
         "bitrate": {
-            "latent_bits_per_second": totals.n_latents * math.log2(model.codebook_size) / seconds,
+            "latent_bits_per_second": M.latent_bitrate(model.frame_rate, model.codebook_size),
             "entropy_bits_per_second": M.entropy_bitrate(sequences, seconds),
             "entropy_bits_per_second_dedup": M.entropy_bitrate(sequences, seconds, dedup=True),
         },

@@ -108,7 +108,7 @@ def elbo_terms(total_nll_nats: float, n_samples: int, n_latents: int, codebook_s
     """ELBO bookkeeping of a VQ-VAE with a uniform prior over K codes.
 
     -ELBO = NLL + KL with KL = T_z log K (the posterior is one-hot). Returns nats for the totals, plus
-    bits per audio sample -ELBO / (T ln 2) and nats per second of audio.
+    bits per audio sample -ELBO / (T ln 2) (and the NLL alone in the same unit) and nats per second of audio.
     """
     kl = n_latents * math.log(codebook_size)
     neg_elbo = total_nll_nats + kl
@@ -117,6 +117,7 @@ def elbo_terms(total_nll_nats: float, n_samples: int, n_latents: int, codebook_s
         "kl_nats": kl,
         "neg_elbo_nats": neg_elbo,
         "bits_per_sample": neg_elbo / (n_samples * math.log(2)),
+        "nll_bits_per_sample": total_nll_nats / (n_samples * math.log(2)),
         "nats_per_second": neg_elbo * sample_rate / n_samples,
     }
 

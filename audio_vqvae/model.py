@@ -72,6 +72,7 @@ class VQVAEOutput:
     usage: torch.Tensor
     counts: torch.Tensor  # [K]
     codes: torch.Tensor  # [B, T_z]
+    z_e: torch.Tensor  # [B, D, T_z] continuous encoder outputs
     logits: torch.Tensor  # [B, 256, T]
     restarted: int
 
@@ -181,6 +182,7 @@ class VQVAE(nn.Module):
             usage=q.usage,
             counts=q.counts,
             codes=q.codes,
+            z_e=z_e,
             logits=logits,
             restarted=q.restarted,
         )
