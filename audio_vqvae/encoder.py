@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
+from .layers import ACTIVATIONS, Residual
+
 INPLACE = ("relu", "leaky_relu", "elu")  # those that take inplace=True
 
 
@@ -28,14 +29,20 @@ def _valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device) < lengths.unsqueeze(1)
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str) -> nn.Module:
+def frame_rms_norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x [B, C, T] -> each frame's channel vector divided by its root mean square: a bias-free ReLU encoder is
+    positively homogeneous (f(a x) = a f(x) for a > 0), so after this the latents do not depend on the input gain."""
+    return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + eps)
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str, bias: bool = True) -> nn.Module:
     """[padding, strided conv (+ norm)]. An even padding is the conv's own (no padded copy of the input); the first
     slot is then an Identity, which keeps the parameter names (and so the checkpoints) of the odd case."""
     if (kernel - stride) < 0:
         raise ValueError(f"encoder: kernel size {kernel} must be >= stride {stride}")
     pad = kernel - stride
     symmetric = pad % 2 == 0
-    conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad // 2 if symmetric else 0)
+    conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad // 2 if symmetric else 0, bias=bias)
     layers: list[nn.Module] = [nn.Identity() if symmetric else nn.ConstantPad1d((pad // 2, pad - pad // 2), 0.0)]
     if norm == "weight":
         layers.append(weight_norm(conv))
@@ -54,7 +61,8 @@ def _activation(name: str) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """A stack of strided convolutions (each followed by the activation) and a 1x1 projection to the latent dim D."""
+    """A stack of strided convolutions (each followed by the activation), optional residual dilated convolutions at
+    the frame rate, and a 1x1 projection to the latent dim D."""
 
     def __init__(
         self,
@@ -64,6 +72,9 @@ class Encoder(nn.Module):
         latent_dim: int,
         activation: str,
         norm: str,
+        residual_dilations: Sequence[int] = (),
+        residual_kernel: int = 3,
+        gain_invariant: bool = False,
     ) -> None:
         super().__init__()
         if not (len(channels) == len(kernel_sizes) == len(strides)):
@@ -76,9 +87,14 @@ class Encoder(nn.Module):
         blocks: list[nn.Module] = []
         c_in = 1
         for c_out, k, s in zip(channels, kernel_sizes, strides):
-            blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm), _activation(activation)))
+            blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm, not gain_invariant), _activation(activation)))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
+        self.residual = nn.ModuleList(
+            Residual(c_in, residual_kernel, d, activation, not gain_invariant) for d in residual_dilations
+        )
+        self.gain_invariant = gain_invariant
+        self.residual_reach = sum(d * (residual_kernel - 1) // 2 for d in residual_dilations)  # frames on each side
         self.proj = nn.Conv1d(c_in, latent_dim, 1)
         self.strides = list(strides)
         self.kernel_sizes = list(kernel_sizes)
@@ -101,7 +117,11 @@ class Encoder(nn.Module):
             if lengths is not None:
                 lengths = lengths // stride
                 x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
-        return self.proj(x)
+        for block in self.residual:
+            x = block(x)
+            if lengths is not None:
+                x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
+        return self.proj(frame_rms_norm(x) if self.gain_invariant else x)
 
     @property
     def receptive_field(self) -> int:
@@ -110,7 +130,7 @@ class Encoder(nn.Module):
         for k, s in zip(self.kernel_sizes, self.strides):
             rf += (k - 1) * jump
             jump *= s
-        return rf
+        return rf + 2 * self.residual_reach * jump
 
     def macs_per_second(self, sample_rate: int) -> float:
         """Multiply-adds per second of audio (convolutions and projection; biases and activations ignored)."""
@@ -119,4 +139,5 @@ class Encoder(nn.Module):
             rate /= s
             macs += c_in * c_out * k * rate
             c_in = c_out
-        return macs + c_in * self.latent_dim * rate
+        residual = sum(c_in * c_in * (b.conv.kernel_size[0] + 1) for b in self.residual) * rate
+        return macs + residual + c_in * self.latent_dim * rate

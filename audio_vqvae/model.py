@@ -42,6 +42,23 @@ def time_jitter(z: torch.Tensor, p: float) -> torch.Tensor:
     return z.gather(2, idx.unsqueeze(1).expand(B, D, T))
 
 
+def augment_encoder_input(wav: torch.Tensor, gain_db: float, snr_db: Sequence[float] | None) -> torch.Tensor:
+    """wav [B, 1, T] -> the encoder's view of it in training: each item scaled by a gain drawn uniformly in
+    [-gain_db, +gain_db] dB and, with snr_db = (lo, hi), white noise added at an SNR drawn uniformly in [lo, hi] dB.
+
+    The decoder still predicts the clean wav, so the codes must carry what survives level and noise changes.
+    """
+    B = wav.shape[0]
+    if snr_db is not None:
+        lo, hi = snr_db
+        snr = lo + (hi - lo) * torch.rand(B, 1, 1, device=wav.device)
+        power = wav.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
+        wav = wav + torch.randn_like(wav) * (power / 10 ** (snr / 10)).sqrt()
+    if gain_db > 0:
+        wav = wav * 10 ** ((2 * torch.rand(B, 1, 1, device=wav.device) - 1) * gain_db / 20)
+    return wav
+
+
 def sample_teacher_forced(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Logits [n_classes, T] of a teacher-forced pass -> waveform [T], each x_t drawn from p(x_t | true x_<t, z_q(x))
     (a quick resynthesis for validation and evaluation; `VQVAE.decode` samples x_<t from the model instead)."""
@@ -90,6 +107,8 @@ class VQVAE(nn.Module):
         beta: float,
         jitter: float,
         sample_rate: int,
+        gain_augment_db: float = 0.0,
+        noise_augment_snr_db: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not speakers:
@@ -101,6 +120,8 @@ class VQVAE(nn.Module):
         self.speakers = list(speakers)
         self.beta = beta
         self.jitter = jitter
+        self.gain_augment_db = gain_augment_db
+        self.noise_augment_snr_db = tuple(noise_augment_snr_db) if noise_augment_snr_db is not None else None
         self.sample_rate = sample_rate
         self.start_class = int(mu_law_encode(torch.zeros(()), decoder.n_classes))
 
@@ -110,7 +131,8 @@ class VQVAE(nn.Module):
         enc = Encoder(**cfg["encoder"])
         quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
         decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
-        return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"], cfg["sample_rate"])
+        return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"], cfg["sample_rate"],
+                   cfg.get("gain_augment_db", 0.0), cfg.get("noise_augment_snr_db"))
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "VQVAE":
@@ -157,7 +179,10 @@ class VQVAE(nn.Module):
             raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
         wav = wav[..., :T]
         target, prev = self.decoder_inputs(wav[:, 0])  # [B, T] each
-        z_e = self.encoder(wav)  # [B, D, T_z]
+        if self.training and (self.gain_augment_db > 0 or self.noise_augment_snr_db is not None):
+            z_e = self.encoder(augment_encoder_input(wav, self.gain_augment_db, self.noise_augment_snr_db))
+        else:
+            z_e = self.encoder(wav)  # [B, D, T_z]
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized
         logits = self.decoder(prev, z, self.speaker_embedding(speaker))  # [B, 256, T]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import Residual
+
 UPSAMPLE_MODES = ("repeat", "transposed")
 CHUNK_SAMPLES = 512  # generation prepares conditioning and noise this many samples at a time (bounds memory)
 
@@ -106,6 +108,7 @@ class WaveNet(nn.Module):
         latent_dim: int,
         hop: int,
         global_channels: int,
+        cond_layers: int = 0,
     ):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
@@ -130,6 +133,10 @@ class WaveNet(nn.Module):
         )
         # residual and skip 1x1 convs fused; the last layer has no residual output
         self.out = nn.ModuleList(nn.Conv1d(g2, (r if i < n - 1 else 0) + s, 1) for i in range(n))
+        # the conditioning stack: residual convs over the latents at frame rate, so each frame's conditioning sees
+        # its neighbours (kernel 3: one frame more on each side per layer)
+        self.cond_stack = nn.Sequential(*(Residual(latent_dim, 3, 1, "relu") for _ in range(cond_layers)))
+        self.cond_reach = cond_layers
         if upsample == "repeat":
             self.upsample = nn.Conv1d(latent_dim, cond_channels, 1)
         else:
@@ -147,7 +154,7 @@ class WaveNet(nn.Module):
 
     def conditioning(self, latents: Tensor, g: Tensor | None) -> Tensor:
         """Every layer's gate conditioning (local + global + bias): [B, D, T_z] -> [B, L, G, T_z*hop/cond_rate]."""
-        c = self.cond_proj(self.upsample(latents))  # [B, L*G, T_z] (repeat) or [B, L*G, T_z*hop + hop % 2]
+        c = self.cond_proj(self.upsample(self.cond_stack(latents)))  # [B, L*G, T_z] (repeat) or [B, L*G, T_z*hop + hop % 2]
         c = c[..., : latents.shape[-1] * self.hop // self.cond_rate]
         if g is not None:
             c = c + self.global_proj(g)[:, :, None]
@@ -156,7 +163,8 @@ class WaveNet(nn.Module):
     def conditioning_window(self, latents: Tensor, g: Tensor | None, f0: int, f1: int) -> Tensor:
         """`conditioning` restricted to frames f0..f1-1, computed from those frames plus the neighbours it needs."""
         per_frame = self.hop // self.cond_rate
-        margin = int(isinstance(self.upsample, nn.ConvTranspose1d))  # its outputs see their frame and a neighbour
+        # the stack's outputs see cond_reach frames on each side, the transposed conv's see their frame and a neighbour
+        margin = self.cond_reach + int(isinstance(self.upsample, nn.ConvTranspose1d))
         a, b = max(0, f0 - margin), min(latents.shape[-1], f1 + margin)
         return self.conditioning(latents[..., a:b], g)[..., (f0 - a) * per_frame : (f1 - a) * per_frame]
 
