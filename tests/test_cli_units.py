@@ -149,3 +149,29 @@ def test_data_config_and_manifest_inputs(ckpt, corpus, tmp_path):
 def test_missing_input_is_one_clear_error(ckpt, tmp_path):
     with pytest.raises(SystemExit, match="nothing.wav: no such file or directory"):
         run_cli(ckpt, tmp_path / "x.txt", tmp_path / "nothing.wav")
+
+
+def test_api_and_cli_give_the_same_units_with_the_checkpoints_peak_normalisation(ckpt, tmp_path):
+    from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+    from audio_vqvae.model import VQVAE
+
+    c = load_checkpoint(ckpt)
+    peaked = tmp_path / "peaked.pt"
+    save_checkpoint(peaked, c["model"], {**c["config"], "data": {"peak_normalize": 0.95}}, c["speakers"], step=0)
+    path = write_wav(tmp_path / "wavs" / "quiet.wav", 1.0, seed=3)
+    sf.write(path, 0.2 * sf.read(path, dtype="float32")[0], 16000, subtype="FLOAT")  # peak far from 0.95
+    run_cli(peaked, tmp_path / "u.txt", tmp_path / "wavs")
+    model = VQVAE.from_checkpoint(str(peaked))
+    wav, sr = sf.read(path, dtype="float32")
+    np.testing.assert_array_equal(read_units(tmp_path / "u.txt")["quiet"], model.encode(wav, sr).numpy())
+
+
+def test_manifest_ids_of_absolute_paths_are_stable_and_duplicates_refused(ckpt, corpus, tmp_path):
+    manifest = corpus / "abs.tsv"
+    manifest.write_text(f"{corpus / 'spk1' / 'a.wav'}\tspk1\n{corpus / 'spk2' / 'd.wav'}\tspk2\n")
+    run_cli(ckpt, tmp_path / "m.txt", "--manifest", manifest, "data.cache=false")
+    assert [line.split("\t")[0] for line in lines(tmp_path / "m.txt")] == ["spk1_a", "spk2_d"]
+    outside = [write_wav(tmp_path / d / "a.wav", 0.3) for d in ("x", "y")]  # not under the root: id = stem
+    manifest.write_text("".join(f"{p}\tspk1\n" for p in outside))
+    with pytest.raises(SystemExit, match="both map to utterance id"):
+        run_cli(ckpt, tmp_path / "n.txt", "--manifest", manifest, "data.cache=false")
