@@ -3,11 +3,7 @@ import numpy as np
 import pytest
 
 from audio_vqvae.unitfile import (
-    UnitsSidecar,
-    UnitWriter,
     expand,
-    load_units,
-    read_speaker_map,
     read_units,
     run_length_encode,
 )
