@@ -1,6 +1,9 @@
-"""audio-vqvae: discrete speech units from raw waveforms with a VQ-VAE."""
+"""audio-vqvae: discrete speech units from raw waveforms with a VQ-VAE.
+
+The public entry points: `from audio_vqvae import VQVAE, extract_units`.
+"""
+from .extract import extract_units
+from .model import VQVAE
+
 __version__ = "0.1.0"
-
-from .model import VQVAE  # noqa: E402  (the public entry point: `from audio_vqvae import VQVAE`)
-
-__all__ = ["VQVAE", "__version__"]
+__all__ = ["VQVAE", "__version__", "extract_units"]

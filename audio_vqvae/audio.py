@@ -29,6 +29,12 @@ SOXR_QUALITY = "HQ"
 SILENT_PEAK = 1e-4
 """A file whose peak |sample| is below this (-80 dBFS, about 3 LSB of 16-bit audio) counts as silent."""
 
+SCAN_BLOCK_FRAMES = 1 << 20
+"""Frames decoded at a time by `scan_audio`, so checking a file (and finding its peak) takes bounded memory."""
+
+MAX_CHANNELS = 8
+"""The most channels an in-memory array may have when its layout is guessed (see `to_mono`)."""
+
 _RESAMPLE_CONTEXT_S = 0.01
 """Extra input read on each side of an excerpt before resampling it, so the filter's edge effects are cropped."""
 
@@ -104,10 +110,12 @@ def resample_stream(orig_sr: int, target_sr: int) -> soxr.ResampleStream:
 
 
 def scan_audio(path: str | os.PathLike) -> AudioInfo:
-    """Full check: decode the whole file once; AudioError if it is unreadable, truncated, non-finite or silent."""
+    """Full check: decode the whole file once, in blocks of SCAN_BLOCK_FRAMES (memory does not grow with the file's
+    length), and record its peak; AudioError if it is unreadable, truncated, non-finite or silent."""
     info = audio_info(path)
-    x = _read(path, 0, info.frames)
-    peak = float(np.abs(x).max())
+    peak = 0.0
+    for start in range(0, info.frames, SCAN_BLOCK_FRAMES):
+        peak = max(peak, float(np.abs(_read(path, start, min(info.frames, start + SCAN_BLOCK_FRAMES))).max()))
     if peak < SILENT_PEAK:
         raise AudioError(f"silent: peak {peak:.2e} < {SILENT_PEAK:.0e}")
     return AudioInfo(info.frames, info.sample_rate, info.channels, peak)
@@ -154,16 +162,40 @@ def normalize_peak(wav: torch.Tensor, peak: float) -> torch.Tensor:
     return wav if current < SILENT_PEAK else wav * (peak / current)
 
 
-def prepare_waveform(wav: torch.Tensor, sr: int, sample_rate: int) -> torch.Tensor:
-    """In-memory audio [T] or [C, T] at rate sr -> mono float32 [T] at sample_rate, on wav's device.
+def to_mono(wav: torch.Tensor | np.ndarray, channels_first: bool | None = None) -> torch.Tensor:
+    """In-memory audio [T], [C, T] or [T, C] -> mono float32 [T] on the CPU (channels averaged, as for files).
 
-    Uses the same downmix and resampler as files, so units from a tensor and from its file agree.
+    channels_first: True for [C, T] (torchaudio's layout), False for [T, C] (soundfile's); None guesses from the
+    shape: the channel axis is the one of at most MAX_CHANNELS while the other is longer. A 2-D shape that does not
+    tell (both axes short, or both long) is a ValueError asking for channels_first.
     """
-    x = wav.detach().to("cpu", torch.float32)
-    x = x.mean(0) if x.dim() == 2 else x
-    if x.dim() != 1:
-        raise ValueError(f"expected a waveform [T] or [C, T], got shape {tuple(wav.shape)}")
-    return torch.from_numpy(resample(x.numpy(), sr, sample_rate)).to(wav.device)
+    x = torch.as_tensor(wav).detach().to("cpu", torch.float32)
+    if x.dim() == 1:
+        return x
+    if x.dim() != 2:
+        raise ValueError(f"expected a waveform [T], [C, T] or [T, C], got shape {tuple(x.shape)}")
+    if channels_first is None:
+        rows_are_channels, cols_are_channels = x.shape[0] <= MAX_CHANNELS, x.shape[1] <= MAX_CHANNELS
+        if rows_are_channels == cols_are_channels:
+            raise ValueError(f"audio of shape {tuple(x.shape)}: cannot tell channels from time; pass "
+                             "channels_first=True for [C, T] or False for [T, C]")
+        channels_first = rows_are_channels
+    return x.mean(0 if channels_first else 1)
+
+
+def scale(wav: torch.Tensor, gain: float) -> torch.Tensor:
+    """wav * gain in wav's dtype (the gain rounded to it first), so every caller gets the same samples."""
+    return wav if gain == 1.0 else wav * torch.tensor(gain, dtype=wav.dtype)
+
+
+def prepare_waveform(
+    wav: torch.Tensor | np.ndarray, sr: int, sample_rate: int, channels_first: bool | None = None
+) -> torch.Tensor:
+    """In-memory audio ([T], [C, T] or [T, C], see `to_mono`) at rate sr -> mono float32 [T] at sample_rate (CPU).
+
+    Uses the same downmix and resampler as files, so units from an array and from its file agree.
+    """
+    return torch.from_numpy(resample(to_mono(wav, channels_first).numpy(), sr, sample_rate))
 
 
 def save_audio(

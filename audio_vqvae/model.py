@@ -13,15 +13,19 @@ straight-through estimator gives the codebook no gradient from the reconstructio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import mu_law_decode, mu_law_encode, prepare_waveform
+from .audio import SILENT_PEAK, mu_law_decode, mu_law_encode, prepare_waveform, scale
+from .batching import pad_batch
 from .encoder import Encoder, num_frames
+from .generation import generate
 from .quantizer import VectorQuantizer
 from .wavenet import WaveNet
 
@@ -42,21 +46,14 @@ def time_jitter(z: torch.Tensor, p: float) -> torch.Tensor:
     return z.gather(2, idx.unsqueeze(1).expand(B, D, T))
 
 
-def augment_encoder_input(wav: torch.Tensor, gain_db: float, snr_db: Sequence[float] | None) -> torch.Tensor:
-    """wav [B, 1, T] -> the encoder's view of it in training: each item scaled by a gain drawn uniformly in
-    [-gain_db, +gain_db] dB and, with snr_db = (lo, hi), white noise added at an SNR drawn uniformly in [lo, hi] dB.
-
-    The decoder still predicts the clean wav, so the codes must carry what survives level and noise changes.
-    """
-    B = wav.shape[0]
-    if snr_db is not None:
-        lo, hi = snr_db
-        snr = lo + (hi - lo) * torch.rand(B, 1, 1, device=wav.device)
-        power = wav.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
-        wav = wav + torch.randn_like(wav) * (power / 10 ** (snr / 10)).sqrt()
-    if gain_db > 0:
-        wav = wav * 10 ** ((2 * torch.rand(B, 1, 1, device=wav.device) - 1) * gain_db / 20)
-    return wav
+def add_noise(wav: torch.Tensor, snr_db: Sequence[float]) -> torch.Tensor:
+    """wav [B, 1, T] plus white noise at an SNR drawn per item uniformly in snr_db = (lo, hi) dB: the encoder's
+    view in training when model.noise_augment_snr_db is set. The decoder still predicts the clean wav, so the
+    codes must carry what survives the noise."""
+    lo, hi = snr_db
+    snr = lo + (hi - lo) * torch.rand(wav.shape[0], 1, 1, device=wav.device)
+    power = wav.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
+    return wav + torch.randn_like(wav) * (power / 10 ** (snr / 10)).sqrt()
 
 
 def sample_teacher_forced(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -107,7 +104,6 @@ class VQVAE(nn.Module):
         beta: float,
         jitter: float,
         sample_rate: int,
-        gain_augment_db: float = 0.0,
         noise_augment_snr_db: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
@@ -120,24 +116,25 @@ class VQVAE(nn.Module):
         self.speakers = list(speakers)
         self.beta = beta
         self.jitter = jitter
-        self.gain_augment_db = gain_augment_db
         self.noise_augment_snr_db = tuple(noise_augment_snr_db) if noise_augment_snr_db is not None else None
         self.sample_rate = sample_rate
+        self.peak_normalize: float | None = None  # the training data's data.peak_normalize; see `input_gain`
         self.start_class = int(mu_law_encode(torch.zeros(()), decoder.n_classes))
 
     @classmethod
-    def from_config(cls, cfg: Any, speakers: Sequence[str]) -> "VQVAE":
+    def from_config(cls, cfg: Any, speakers: Sequence[str]) -> VQVAE:
         """Build from a `model` config node (OmegaConf or plain dict) and the speaker map."""
         enc = Encoder(**cfg["encoder"])
         quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
         decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
-        return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"], cfg["sample_rate"],
-                   cfg.get("gain_augment_db", 0.0), cfg.get("noise_augment_snr_db"))
+        return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"],
+                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"))
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "VQVAE":
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> VQVAE:
         """Load a trained model from a checkpoint (safe `weights_only` load), in eval mode on `device`."""
         from .checkpoint import load_checkpoint
+        from .device import resolve_device
 
         ckpt = load_checkpoint(path)
         model = cls.from_config(ckpt["config"]["model"], ckpt["speakers"])
@@ -145,7 +142,9 @@ class VQVAE(nn.Module):
         model.checkpoint_path = str(path)
         model.config = ckpt["config"]  # the resolved run config it was trained with
         model.step = ckpt["step"]
-        return model.to(device).eval()
+        peak = (ckpt["config"].get("data") or {}).get("peak_normalize")
+        model.peak_normalize = None if peak is None else float(peak)
+        return model.to(resolve_device(str(device))).eval()
 
     @property
     def hop(self) -> int:
@@ -173,16 +172,17 @@ class VQVAE(nn.Module):
         return target, F.pad(target[..., :-1], (1, 0), value=self.start_class)
 
     def forward(self, wav: torch.Tensor, speaker: torch.Tensor) -> VQVAEOutput:
-        """wav [B, 1, T] in [-1, 1] (T is cropped to a multiple of hop), speaker [B] -> losses, ELBO and stats."""
+        """wav [B, 1, T] in [-1, 1], speaker [B] -> losses, ELBO and stats.
+
+        Frames are those of `encode` (T_z = T // hop, each from the whole input); the decoder models the first
+        T_z * hop samples, the ones the frames cover.
+        """
         T = num_frames(wav.shape[-1], self.hop) * self.hop
         if T == 0:
             raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
-        wav = wav[..., :T]
-        target, prev = self.decoder_inputs(wav[:, 0])  # [B, T] each
-        if self.training and (self.gain_augment_db > 0 or self.noise_augment_snr_db is not None):
-            z_e = self.encoder(augment_encoder_input(wav, self.gain_augment_db, self.noise_augment_snr_db))
-        else:
-            z_e = self.encoder(wav)  # [B, D, T_z]
+        noisy = self.training and self.noise_augment_snr_db is not None
+        z_e = self.encoder(add_noise(wav, self.noise_augment_snr_db) if noisy else wav)  # [B, D, T_z]
+        target, prev = self.decoder_inputs(wav[:, 0, :T])  # [B, T_z * hop] each
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized
         logits = self.decoder(prev, z, self.speaker_embedding(speaker))  # [B, 256, T]
@@ -224,14 +224,16 @@ class VQVAE(nn.Module):
             raise ValueError(f"unknown speaker {speaker!r}; valid speakers: {', '.join(self.speakers)}")
         return self.speakers.index(speaker)
 
-    def _as_batch(self, wavs: Sequence[torch.Tensor], sr: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveforms ([T] or [C, T], any rate) -> zero-padded mono batch [B, 1, T] at the model rate, lengths [B]."""
-        mono = [prepare_waveform(w, sr, self.sample_rate) for w in wavs]
-        lengths = torch.tensor([w.shape[-1] for w in mono], device=self.device)
-        batch = torch.zeros(len(mono), 1, int(lengths.max()), device=self.device)
-        for i, w in enumerate(mono):
-            batch[i, 0, : w.shape[-1]] = w.to(self.device)
-        return batch, lengths
+    def input_gain(self, peak: float) -> float:
+        """The scale applied to audio whose peak |sample| (before downmix and resampling) is `peak`: it brings the
+        peak to the training data's `peak_normalize`, as training did (1 when that is off or the audio is silent)."""
+        return 1.0 if self.peak_normalize is None or peak < SILENT_PEAK else self.peak_normalize / peak
+
+    def prepare(self, wav: torch.Tensor | np.ndarray, sr: int, channels_first: bool | None = None) -> torch.Tensor:
+        """In-memory audio ([T], [C, T] or [T, C], see `audio.to_mono`) at rate sr -> the model's input [T]: mono, at
+        the model rate, scaled by `input_gain` of its peak. Files go through the same steps in `extract`."""
+        peak = float(torch.as_tensor(wav).abs().max()) if len(wav) else 0.0
+        return scale(prepare_waveform(wav, sr, self.sample_rate, channels_first), self.input_gain(peak))
 
     @torch.inference_mode()
     def encode_latents(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -239,15 +241,31 @@ class VQVAE(nn.Module):
         return self.encoder(wav, lengths)
 
     @torch.inference_mode()
-    def encode(self, wav: torch.Tensor | Sequence[torch.Tensor], sr: int) -> torch.Tensor | list[torch.Tensor]:
-        """Waveform [T] or [C, T] at rate sr (or a list of them, any lengths) -> codes [T // hop] (or a list).
+    def encode_batch(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Prepared, zero-padded batch [B, 1, T] with valid lengths [B] -> codes [B, T // hop]: the one audio -> codes
+        step that `encode`, `extract`, the posterior probe and evaluation share. Frame i of an item of n samples
+        depends only on that item (zero padding past n); its first n // hop frames are its codes."""
+        lengths = None if lengths is None else lengths.to(self.device)
+        return self.quantizer.nearest(self.encoder(wav.to(self.device), lengths))
 
-        Batched items give exactly the codes each gives alone.
+    @torch.inference_mode()
+    def encode(
+        self,
+        wav: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+        sr: int,
+        channels_first: bool | None = None,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Audio [T], [C, T] or [T, C] at rate sr (or a list of them, any lengths) -> codes [T // hop] (or a list).
+
+        The audio is prepared as in training (`prepare`: mono, model rate, peak-normalised as the checkpoint's data
+        config says), so the codes equal `audio-vqvae-units`' for the same file. Batched items give exactly the codes
+        each gives alone.
         """
-        single = isinstance(wav, torch.Tensor)
-        batch, lengths = self._as_batch([wav] if single else list(wav), sr)
-        codes = self.quantizer.nearest(self.encoder(batch, lengths))  # [B, T_z]
-        out = [c[: num_frames(int(n), self.hop)] for c, n in zip(codes, lengths)]
+        single = isinstance(wav, (torch.Tensor, np.ndarray))
+        mono = [self.prepare(w, sr, channels_first) for w in ([wav] if single else list(wav))]
+        batch, lengths = pad_batch(mono)
+        codes = self.encode_batch(batch[:, None], lengths)  # [B, T_z]
+        out = [c[: num_frames(int(n), self.hop)].cpu() for c, n in zip(codes, lengths)]
         return out[0] if single else out
 
     @torch.inference_mode()
@@ -259,10 +277,14 @@ class VQVAE(nn.Module):
         greedy: bool = False,
         progress: Any = None,
         kernel: str = "auto",
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list), by incremental sampling.
 
-        kernel: the generation loop, "auto" (compiled numba on CPU, torch elsewhere), "torch" or "numba".
+        A batch is padded with zero latents (not a code), which is what an item alone sees past its end, so each item
+        of a batch decodes as it would alone, for both upsampling modes. kernel: the generation loop, "auto"
+        (compiled numba on CPU, torch elsewhere), "torch" or "numba". generator: the random source of the sampling
+        (None = torch's global one), so a seeded generator makes the output reproducible with either kernel.
         """
         single = isinstance(codes, torch.Tensor)
         seqs = [codes] if single else list(codes)
@@ -272,13 +294,14 @@ class VQVAE(nn.Module):
         for s in seqs:
             if s.numel() and (int(s.min()) < 0 or int(s.max()) >= self.codebook_size):
                 raise ValueError(f"decode: codes must lie in 0..{self.codebook_size - 1}")
-        n_frames = torch.tensor([s.numel() for s in seqs], device=self.device)
-        padded = torch.zeros(len(seqs), int(n_frames.max()), dtype=torch.long, device=self.device)
-        for i, s in enumerate(seqs):
-            padded[i, : s.numel()] = s.to(self.device)
+        padded, n_frames = pad_batch([s.long().cpu() for s in seqs])
+        padded, n_frames = padded.to(self.device), n_frames.to(self.device)
+        valid = torch.arange(padded.shape[1], device=self.device) < n_frames[:, None]  # [B, T_z]
+        latents = self.quantizer.lookup(padded) * valid[:, None]  # [B, D, T_z], zero past each item's end
         spk = torch.tensor([self.speaker_index(s) for s in speakers], device=self.device)
-        classes = self.decoder.generate(
-            self.quantizer.lookup(padded),
+        classes = generate(
+            self.decoder,
+            latents,
             self.speaker_embedding(spk),
             temperature=temperature,
             greedy=greedy,
@@ -286,6 +309,7 @@ class VQVAE(nn.Module):
             start_class=self.start_class,
             progress=progress,
             kernel=kernel,
+            generator=generator,
         )
         wavs = mu_law_decode(classes, self.decoder.n_classes)
         out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]

@@ -17,21 +17,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .model import VQVAE
 from .wavenet import WaveNet
-
-
-def upsample_geometry(decoder: WaveNet) -> tuple[int, int, int]:
-    """(kernel, stride, padding) in samples of the latent-to-sample upsampling: latent frame i drives the
-    conditioning of samples [i * stride - padding, i * stride - padding + kernel). Repeat mode is (hop, hop, 0)."""
-    up = decoder.upsample
-    if isinstance(up, nn.ConvTranspose1d) and up.stride[0] == decoder.hop and up.output_padding[0] == 0:
-        return up.dilation[0] * (up.kernel_size[0] - 1) + 1, up.stride[0], up.padding[0]
-    if isinstance(up, nn.Conv1d) and up.kernel_size[0] == 1 and decoder.cond_rate == decoder.hop:
-        return decoder.hop, decoder.hop, 0
-    raise ValueError(f"posterior probe: unsupported decoder upsampling {up}")
 
 
 @dataclass(frozen=True)
@@ -48,20 +37,21 @@ class Window:
 def probe_window(decoder: WaveNet, frame: int, n_frames: int) -> Window:
     """The window of latent `frame` in a sequence of n_frames latents (n_frames * hop samples).
 
-    Frame t conditions samples [c0, c1) (`upsample_geometry`); logit s depends on the conditioning and inputs at
-    s - (rf - 1) .. s, so z_t moves the logits [c0, c1 + rf - 1). Those logits need exact conditioning and inputs on
+    Frame t conditions samples [c0, c1) (the decoder's `cond_span`); logit s depends on the conditioning and
+    inputs at s - (rf - 1) .. s, so z_t moves the logits [c0, c1 + rf - 1). Those logits need exact conditioning and inputs on
     [c0 - (rf - 1), s1): the crop holds every frame whose upsampled span meets that range, and starts at or before it.
     """
     if not 0 <= frame < n_frames:
         raise ValueError(f"frame {frame} out of range for {n_frames} latent frames")
-    kernel, stride, pad = upsample_geometry(decoder)
+    kernel, stride, pad = decoder.cond_span
     total, context = n_frames * decoder.hop, decoder.receptive_field - 1
     s0 = max(0, frame * stride - pad)
     s1 = min(total, frame * stride - pad + kernel + context)
     need = max(0, s0 - context)  # first sample the scored logits look at
     f0 = max(0, min((need + pad - kernel) // stride + 1, need // stride))
     f1 = min(n_frames, (s1 - 1 + pad) // stride + 1)
-    return Window(f0, f1, s0, s1)
+    reach = decoder.cond_reach  # the conditioning stack needs the crop's frames' neighbours too
+    return Window(max(0, f0 - reach), min(n_frames, f1 + reach), s0, s1)
 
 
 @torch.inference_mode()
@@ -125,7 +115,7 @@ def conditional_posterior(
     z_-t are the encoder's nearest codes; `speaker` is the decoder's speaker (name or index).
     """
     wav = wav.to(model.device)
-    codes = model.quantizer.nearest(model.encode_latents(wav[None, None]))[0]  # [T_z]
+    codes = model.encode_batch(wav[None, None])[0]  # [T_z]
     if codes.numel() == 0:
         raise ValueError(f"posterior probe: {wav.shape[-1]} samples is shorter than one latent frame ({model.hop})")
     n = wav.shape[-1] // model.hop * model.hop

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from audio_vqvae.wavenet import WaveNet, gumbel_like
+from audio_vqvae.generation import generate, gumbel_like
+from audio_vqvae.wavenet import WaveNet
 
 from measure import median_seconds
 
@@ -22,8 +23,8 @@ def incremental_samples_per_second(net: WaveNet, kernel: str, batch: int, n_samp
     """Aggregate samples/s (batch x samples / time) of `generate`, sampling every step; median of `repeats`,
     after a short warm-up run (which also loads or compiles the kernel)."""
     latents, g = random_inputs(net, batch, n_samples)
-    net.generate(latents[..., :2], g, kernel=kernel)
-    seconds = median_seconds(lambda: net.generate(latents, g, kernel=kernel), repeats, warmup=0)
+    generate(net, latents[..., :2], g, kernel=kernel)
+    seconds = median_seconds(lambda: generate(net, latents, g, kernel=kernel), repeats, warmup=0)
     return batch * latents.shape[-1] * net.hop / seconds
 
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from audio_vqvae.model import VQVAE
-from audio_vqvae.units import CONFIG_DIR
+from audio_vqvae.config import CONFIG_DIR
 
 SPEAKERS = ("s0", "s1", "s2", "s3")
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from audio_vqvae.evaluate import main as eval_main
-from audio_vqvae.units import read_units
+from audio_vqvae.unitfile import read_units
 
 REPO = Path(__file__).resolve().parents[1]
 

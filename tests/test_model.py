@@ -136,3 +136,61 @@ def test_encode_decode_api_lengths_and_speakers():
         model.decode(codes, "zz")
     with pytest.raises(ValueError, match="codes must lie in 0..7"):
         model.decode(torch.tensor([0, 8]), "p1")
+
+
+def test_encode_takes_the_same_frames_as_forward_when_t_is_not_a_multiple_of_hop():
+    model = make().eval()
+    wav = clip(T=1000)  # 62 frames and 8 samples past the last whole frame
+    wav[..., 992:] = 1.0  # samples past the last frame still reach its receptive field (zero padding otherwise)
+    with torch.no_grad():
+        out = model(wav, torch.tensor([0]))
+    assert torch.equal(out.codes[0], model.encode(wav[0, 0], 16000))
+    assert out.n_samples == 992
+
+
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+def test_batched_decode_equals_decoding_each_item_alone(upsample):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg["decoder"]["upsample"] = upsample
+    model = VQVAE.from_config(cfg, ["p1", "p2"]).eval()
+    codes = model.encode(clip(T=1600)[0, 0], 16000)
+    long, short = codes, codes[:7].flip(0)
+    together = model.decode([long, short], ["p1", "p2"], greedy=True, kernel="numba")
+    assert torch.equal(together[1], model.decode(short, "p2", greedy=True, kernel="numba"))
+    assert torch.equal(together[0], model.decode(long, "p1", greedy=True, kernel="numba"))
+
+
+def test_decode_draws_from_the_generator_not_the_global_rng():
+    model = make(speakers=("p1",)).eval()
+    codes = model.encode(clip(T=800)[0, 0], 16000)
+    a = model.decode(codes, "p1", generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(123)
+    b = model.decode(codes, "p1", generator=torch.Generator().manual_seed(5))
+    state = torch.random.get_rng_state()
+    c = model.decode(codes, "p1", generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global generator is left alone
+
+
+def test_encode_applies_the_checkpoints_peak_normalisation():
+    model = make().eval()
+    wav = clip(T=1600)[0, 0]
+    wav = 0.9 * wav / wav.abs().max()
+    model.peak_normalize = 0.5
+    assert torch.equal(model.encode(0.1 * wav, 16000), model.encode(wav, 16000))  # any level -> the training peak
+    assert torch.allclose(model.prepare(0.1 * wav, 16000).abs().max(), torch.tensor(0.5))
+    model.peak_normalize = None
+    assert torch.equal(model.prepare(0.1 * wav, 16000), 0.1 * wav)
+
+
+def test_encode_accepts_both_stereo_layouts_and_refuses_an_ambiguous_one():
+    model = make().eval()
+    left = clip(T=1600)[0, 0]
+    stereo = torch.stack([left, 0.5 * left])  # [C, T]
+    mono = model.encode(stereo.mean(0), 16000)
+    assert torch.equal(model.encode(stereo, 16000), mono)
+    assert torch.equal(model.encode(stereo.T.numpy(), 16000), mono)  # soundfile's [T, C]
+    assert torch.equal(model.encode(stereo.T, 16000, channels_first=False), mono)
+    with pytest.raises(ValueError, match="channels_first"):
+        model.encode(torch.zeros(4, 4), 16000)

@@ -11,7 +11,6 @@ from audio_vqvae.posterior import (
     conditional_posterior,
     probe_window,
     summarize,
-    upsample_geometry,
 )
 
 
@@ -80,9 +79,11 @@ def test_window_covers_every_logit_a_frame_moves(upsample):
             assert w.f0 * model.hop <= max(0, w.s0 - model.decoder.receptive_field + 1) and w.f1 * model.hop >= w.s1
 
 
-def test_upsample_geometry():
-    assert upsample_geometry(tiny_model("repeat").decoder) == (16, 16, 0)
-    assert upsample_geometry(tiny_model("transposed").decoder) == (32, 16, 8)
+def test_decoder_stores_its_upsample_span():
+    assert tiny_model("repeat").decoder.upsample_span == (16, 16, 0)
+    up = tiny_model("transposed").decoder.upsample
+    assert tiny_model("transposed").decoder.upsample_span == (up.kernel_size[0], up.stride[0], up.padding[0])
+    assert tiny_model("transposed").decoder.upsample_span == (32, 16, 8)
 
 
 def test_summary_statistics():

@@ -1,4 +1,4 @@
-"""Resynthesis and voice conversion: units or audio -> WAV files. CLI `audio-vqvae-generate`.
+"""Resynthesis and voice conversion: units or audio -> WAV files. CLI `audio-vqvae-generate` (library: `synthesis`).
 
     audio-vqvae-generate -c ckpt.pt -o out/ --units units.txt --speaker-map spk.tsv   # out/<utt>.wav, source voices
     audio-vqvae-generate -c ckpt.pt -o out/ --units units.txt --speaker p225          # out/<utt>_to_p225.wav
@@ -18,124 +18,32 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import save_audio
-from .data import write_skip_report
-from .device import run_app
-from .model import VQVAE
-from .units import (
-    add_input_arguments,
-    collect_utterances,
-    extract_units,
-    load_model,
-    load_units,
-    peak_target,
-    split_inputs,
-)
+from ..audio import save_audio
+from ..data import write_skip_report
+from ..device import run_app
+from ..extract import collect_utterances, encode_utterances
+from ..model import VQVAE
+from ..synthesis import batches, plan_jobs, synthesize
+from ..unitfile import load_units, read_speaker_map
+from .common import add_input_arguments, load_model, split_inputs
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One output file: an utterance's frame-level codes decoded with one speaker."""
-
-    utt_id: str
-    speaker: str
-    codes: np.ndarray  # [T_z] int64
-    path: Path
-
-
-def read_speaker_map(path: str | Path) -> dict[str, str]:
-    """TSV `utt_id<TAB>speaker` per line (blank lines and #comments ignored) -> {utt_id: speaker}."""
-    path = Path(path)
-    out = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2 or not all(f.strip() for f in fields):
-            raise ValueError(f"{path}:{lineno}: expected utt_id<TAB>speaker, got {line[:60]!r}")
-        out[fields[0]] = fields[1].strip()
-    return out
-
-
-def plan_jobs(
-    model: VQVAE,
-    units: Mapping[str, np.ndarray],
-    sources: Mapping[str, str],
-    targets: Sequence[str],
-    out_dir: Path,
-) -> list[Job]:
-    """Every (utterance, speaker) to decode. targets empty: each utterance's source speaker into `<utt>.wav`, else
-    each target into `<utt>_to_<target>.wav`. An unknown source speaker is a ValueError listing the valid ones."""
-    jobs = []
-    for utt_id, codes in units.items():
-        if codes.size == 0:
-            log.warning("skipping %s: no units", utt_id)
-            continue
-        if targets:
-            jobs += [Job(utt_id, t, codes, out_dir / f"{utt_id}_to_{t}.wav") for t in targets]
-            continue
-        source = sources.get(utt_id)
-        if not source:
-            raise ValueError(f"no speaker known for utterance {utt_id!r}: pass --speaker NAME or --speaker-map TSV "
-                             f"(valid speakers: {', '.join(model.speakers)})")
-        try:
-            model.speaker_index(source)
-        except ValueError as err:
-            raise ValueError(f"utterance {utt_id!r}: source {err}; pass --speaker to convert it") from None
-        jobs.append(Job(utt_id, source, codes, out_dir / f"{utt_id}.wav"))
-    return jobs
-
-
-def batches(jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
-    """Longest first, `batch_size` jobs per batch, so each batch holds similar lengths."""
-    ordered = sorted(jobs, key=lambda j: -j.codes.size)
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
-def _times(progress: Callable[[int], None], items: int) -> Callable[[int], None]:
-    """Turn decode's time steps into samples computed for a batch of `items`."""
-    return lambda steps: progress(steps * items)
-
-
-def synthesize(
-    model: VQVAE,
-    jobs: Sequence[Job],
-    batch_size: int = 8,
-    temperature: float = 1.0,
-    greedy: bool = False,
-    progress: Callable[[int], None] | None = None,
-    kernel: str = "auto",
-) -> Iterator[tuple[Job, torch.Tensor]]:
-    """Decode jobs in batches; yield (job, waveform [T_z * hop] at model.sample_rate) as each batch finishes.
-
-    progress(n) gets the samples computed (time steps x batch items) after each generation chunk.
-    """
-    for batch in batches(jobs, batch_size):
-        step = None if progress is None else _times(progress, len(batch))
-        wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
-                            temperature=temperature, greedy=greedy, progress=step, kernel=kernel)
-        yield from zip(batch, wavs)
-
-
 def units_from_audio(
-    model: VQVAE, args: argparse.Namespace, config: dict, skipped_path: Path
+    model: VQVAE, args: argparse.Namespace, skipped_path: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Encode the audio inputs -> ({utt_id: codes}, {utt_id: source speaker}); bad files go to skipped_path."""
     paths, overrides = split_inputs(args.inputs)
     utterances, skipped = collect_utterances(paths, args.manifest, args.data, overrides)
     units, speakers = {}, {}
-    peak = peak_target(args.peak_normalize, config)
-    for utt, result in extract_units(model, utterances, args.batch_size, args.chunk_seconds, peak):
+    for utt, result in encode_utterances(model, utterances, args.batch_size, args.chunk_seconds):
         if isinstance(result, str):
             skipped.append((utt.path, result))
             continue
@@ -152,7 +60,7 @@ def units_from_audio(
 
 def run(args: argparse.Namespace) -> list[Path]:
     """The generate command; returns the files written."""
-    model, config = load_model(args.checkpoint, args.device)
+    model = load_model(args)
     if args.list_speakers:
         print("\n".join(model.speakers))
         return []
@@ -169,18 +77,18 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.units:
         units, sources = load_units(args.units, model.codebook_size), {}
     else:
-        units, sources = units_from_audio(model, args, config, out_dir / "skipped.tsv")
+        units, sources = units_from_audio(model, args, out_dir / "skipped.tsv")
     if args.speaker_map:
         sources |= read_speaker_map(args.speaker_map)
     jobs = plan_jobs(model, units, sources, targets, out_dir)
     todo = [j for j in jobs if args.overwrite or not j.path.exists()]
     log.info("%d files to write in %s (%d exist already)", len(todo), out_dir, len(jobs) - len(todo))
-    torch.manual_seed(args.seed)
+    generator = torch.Generator(model.device).manual_seed(args.seed)
     total = sum(b[0].codes.size * model.hop * len(b) for b in batches(todo, args.batch_size))
     written = []
     with tqdm(total=total, unit="sample", unit_scale=True, dynamic_ncols=True, disable=None) as bar:
         for job, wav in synthesize(model, todo, args.batch_size, args.temperature, args.greedy, bar.update,
-                                   args.kernel):
+                                   args.kernel, generator):
             job.path.parent.mkdir(parents=True, exist_ok=True)
             save_audio(job.path, wav, model.sample_rate)
             written.append(job.path)

@@ -1,4 +1,4 @@
-"""Unit extraction: chunked = whole-file, the units format, dedup, shards, resume, bad files, the CLI."""
+"""The units app end to end: outputs, shards, resume, dedup, inputs, errors."""
 import json
 
 import numpy as np
@@ -8,17 +8,8 @@ import torch
 from helpers import make_checkpoint, write_wav
 
 from audio_vqvae.audio import load_audio
-from audio_vqvae.data import Utterance
-from audio_vqvae.metrics import run_length_encode
-from audio_vqvae.units import (
-    expand,
-    extract_units,
-    load_units,
-    main,
-    plan_pieces,
-    read_units,
-    shard,
-)
+from audio_vqvae.cli.units import main
+from audio_vqvae.unitfile import load_units, read_units
 
 
 @pytest.fixture
@@ -59,91 +50,11 @@ def assert_same_units(codes, model, path, gain=1.0):
     assert tied.mean() < 1e-3
 
 
-# ---- format -----------------------------------------------------------------------------------------------------
-
-
-def test_dedup_round_trips():
-    rng = np.random.default_rng(0)
-    for n in (0, 1, 2, 50):
-        codes = np.repeat(rng.integers(0, 4, n), rng.integers(1, 5, n))
-        units, durations = run_length_encode(codes)
-        assert (units[1:] != units[:-1]).all() and (durations >= 1).all()
-        np.testing.assert_array_equal(expand(units, durations), codes)
-
-
-@pytest.mark.parametrize("line,message", [
-    ("u2\t1 2 16", r"bad\.txt:2: unit 16 of utterance 'u2' is out of range \(0\.\.15\)"),
-    ("u2\t1 -1", r"bad\.txt:2: unit -1 .* out of range"),
-    ("u2\t1 x 3", r"bad\.txt:2: units must be integers"),
-    ("u2 1 2 3", r"bad\.txt:2: expected utt_id<TAB>units"),
-    ("u1\t1", r"bad\.txt:2: utterance 'u1' appears twice"),
-])
-def test_read_units_rejects_bad_lines_with_line_number(tmp_path, line, message):
-    path = tmp_path / "bad.txt"
-    path.write_text(f"u1\t0 15 3\n{line}\n")
-    with pytest.raises(ValueError, match=message):
-        read_units(path, codebook_size=16)
-
-
-def test_shards_partition_in_order():
-    items = list(range(10))
-    for n in (1, 3, 4, 10, 12):
-        assert [x for i in range(n) for x in shard(items, i, n)] == items
-
-
-@pytest.mark.parametrize("n", [15, 16, 17, 95, 160, 1001])
-@pytest.mark.parametrize("chunk", [16, 48, 160])
-def test_pieces_cover_every_frame_once(n, chunk):
-    pieces = plan_pieces(n, 16, chunk, 48)
-    frames = [f for p in pieces for f in range(p.start // 16 + p.skip, p.start // 16 + p.skip + p.frames)]
-    assert frames == list(range(n // 16))
-    assert all(p.stop <= n and (p.stop - p.start) // 16 >= p.skip + p.frames for p in pieces)
-
-
-# ---- chunked encoding -------------------------------------------------------------------------------------------
-
-
-def test_chunked_extraction_of_a_long_file_equals_whole_file(model, tmp_path):
-    path = write_wav(tmp_path / "long.wav", 20.0 + 7 / 16000, seed=5)  # 20 s, not a whole number of frames
-    (_, codes), = extract_units(model, [Utterance("long", str(path), "", 20.0)], batch_size=3, chunk_seconds=2.0)
-    assert_same_units(codes, model, path)
-    assert len(np.unique(codes)) > 8  # the test is not vacuous
-
-
-@pytest.mark.parametrize("sample_rate,channels", [(48000, 1), (22050, 2)])
-def test_chunked_extraction_is_exact_for_other_rates_and_channels(model, tmp_path, sample_rate, channels):
-    path = write_wav(tmp_path / "x.wav", 5.3, sample_rate=sample_rate, seed=6, channels=channels)
-    (_, codes), = extract_units(model, [Utterance("x", str(path), "", 5.3)], batch_size=2, chunk_seconds=0.7)
-    assert_same_units(codes, model, path)
-
-
-def test_batches_mix_utterances_and_pieces_exactly(model, corpus):
-    good = [corpus / "spk1" / "a.wav", corpus / "spk1" / "b.wav", corpus / "spk2" / "c.wav", corpus / "spk2" / "d.wav"]
-    utts = [Utterance(p.stem, str(p), "", 1.0) for p in good]
-    results = list(extract_units(model, utts, batch_size=3, chunk_seconds=0.1))
-    assert [u.id for u, _ in results] == ["a", "b", "c", "d"]
-    for (_, codes), path in zip(results, good):
-        assert_same_units(codes, model, path)
-
-
-def test_peak_normalisation_scales_the_whole_file(model, tmp_path):
-    path = write_wav(tmp_path / "p.wav", 3.0, seed=7)
-    (_, codes), = extract_units(model, [Utterance("p", str(path), "", 3.0)], 2, 0.5, peak_normalize=0.3)
-    assert_same_units(codes, model, path, gain=0.3 / float(load_audio(path, 16000).abs().max()))
-
-
-def test_bad_files_are_reported_and_the_rest_go_on(model, corpus, tmp_path):
-    utts = [Utterance(p.stem, str(p), "", 1.0) for p in
-            [corpus / "short.wav", corpus / "spk1" / "a.wav", corpus / "empty.wav", corpus / "spk2" / "d.wav"]]
-    results = {u.id: r for u, r in extract_units(model, utts, batch_size=2)}
-    assert "too short" in results["short"] and "empty" in results["empty"]
-    assert isinstance(results["a"], np.ndarray) and isinstance(results["d"], np.ndarray)
-
-
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
 
 def run_cli(ckpt, out, *args):
+    """`audio-vqvae-units` with small pieces, on the CPU."""
     main(["-c", str(ckpt), "-o", str(out), "--device", "cpu", "--chunk-seconds", "0.25", *map(str, args)])
 
 
@@ -178,8 +89,9 @@ def test_rerun_skips_finished_utterances_and_adds_new_ones(ckpt, corpus, tmp_pat
     write_wav(corpus / "spk1" / "aa.wav", 0.4, seed=9)
     run_cli(ckpt, out, corpus)
     now = lines(out)
-    assert now[:4] == [f"{line.split(chr(9))[0]}\t7" for line in first]
-    assert len(now) == 5 and now[4].startswith("spk1_aa\t") and now[4] != "spk1_aa\t7"
+    assert [line.split("\t")[0] for line in now] == ["spk1_a", "spk1_aa", "spk1_b", "spk2_c", "spk2_d"]  # id order
+    assert [line for line in now if not line.startswith("spk1_aa")] == [f"{line.split(chr(9))[0]}\t7" for line in first]
+    assert now[1] != "spk1_aa\t7"
 
 
 def test_a_killed_run_resumes_from_its_journal(ckpt, corpus, tmp_path):
@@ -237,3 +149,29 @@ def test_data_config_and_manifest_inputs(ckpt, corpus, tmp_path):
 def test_missing_input_is_one_clear_error(ckpt, tmp_path):
     with pytest.raises(SystemExit, match="nothing.wav: no such file or directory"):
         run_cli(ckpt, tmp_path / "x.txt", tmp_path / "nothing.wav")
+
+
+def test_api_and_cli_give_the_same_units_with_the_checkpoints_peak_normalisation(ckpt, tmp_path):
+    from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+    from audio_vqvae.model import VQVAE
+
+    c = load_checkpoint(ckpt)
+    peaked = tmp_path / "peaked.pt"
+    save_checkpoint(peaked, c["model"], {**c["config"], "data": {"peak_normalize": 0.95}}, c["speakers"], step=0)
+    path = write_wav(tmp_path / "wavs" / "quiet.wav", 1.0, seed=3)
+    sf.write(path, 0.2 * sf.read(path, dtype="float32")[0], 16000, subtype="FLOAT")  # peak far from 0.95
+    run_cli(peaked, tmp_path / "u.txt", tmp_path / "wavs")
+    model = VQVAE.from_checkpoint(str(peaked))
+    wav, sr = sf.read(path, dtype="float32")
+    np.testing.assert_array_equal(read_units(tmp_path / "u.txt")["quiet"], model.encode(wav, sr).numpy())
+
+
+def test_manifest_ids_of_absolute_paths_are_stable_and_duplicates_refused(ckpt, corpus, tmp_path):
+    manifest = corpus / "abs.tsv"
+    manifest.write_text(f"{corpus / 'spk1' / 'a.wav'}\tspk1\n{corpus / 'spk2' / 'd.wav'}\tspk2\n")
+    run_cli(ckpt, tmp_path / "m.txt", "--manifest", manifest, "data.cache=false")
+    assert [line.split("\t")[0] for line in lines(tmp_path / "m.txt")] == ["spk1_a", "spk2_d"]
+    outside = [write_wav(tmp_path / d / "a.wav", 0.3) for d in ("x", "y")]  # not under the root: id = stem
+    manifest.write_text("".join(f"{p}\tspk1\n" for p in outside))
+    with pytest.raises(SystemExit, match="both map to utterance id"):
+        run_cli(ckpt, tmp_path / "n.txt", "--manifest", manifest, "data.cache=false")

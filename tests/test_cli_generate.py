@@ -5,8 +5,10 @@ import soundfile as sf
 import torch
 from helpers import SPEAKERS, noise_signal, write_wav
 
-from audio_vqvae.generate import Job, batches, main, plan_jobs, read_speaker_map
-from audio_vqvae.units import main as units_main
+from audio_vqvae.cli.generate import main
+from audio_vqvae.cli.units import main as units_main
+from audio_vqvae.synthesis import Job, batches, plan_jobs
+from audio_vqvae.unitfile import read_speaker_map
 
 
 @pytest.fixture

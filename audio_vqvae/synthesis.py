@@ -1,0 +1,86 @@
+"""Resynthesis and voice conversion as batch jobs: (utterance codes, speaker) -> waveforms, decoded in batches."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import VQVAE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One output file: an utterance's frame-level codes decoded with one speaker."""
+
+    utt_id: str
+    speaker: str
+    codes: np.ndarray  # [T_z] int64
+    path: Path
+
+
+def plan_jobs(
+    model: VQVAE,
+    units: Mapping[str, np.ndarray],
+    sources: Mapping[str, str],
+    targets: Sequence[str],
+    out_dir: Path,
+) -> list[Job]:
+    """Every (utterance, speaker) to decode. targets empty: each utterance's source speaker into `<utt>.wav`, else
+    each target into `<utt>_to_<target>.wav`. An unknown source speaker is a ValueError listing the valid ones."""
+    jobs = []
+    for utt_id, codes in units.items():
+        if codes.size == 0:
+            log.warning("skipping %s: no units", utt_id)
+            continue
+        if targets:
+            jobs += [Job(utt_id, t, codes, out_dir / f"{utt_id}_to_{t}.wav") for t in targets]
+            continue
+        source = sources.get(utt_id)
+        if not source:
+            raise ValueError(f"no speaker known for utterance {utt_id!r}: pass --speaker NAME or --speaker-map TSV "
+                             f"(valid speakers: {', '.join(model.speakers)})")
+        try:
+            model.speaker_index(source)
+        except ValueError as err:
+            raise ValueError(f"utterance {utt_id!r}: source {err}; pass --speaker to convert it") from None
+        jobs.append(Job(utt_id, source, codes, out_dir / f"{utt_id}.wav"))
+    return jobs
+
+
+def batches(jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
+    """Longest first, `batch_size` jobs per batch, so each batch holds similar lengths."""
+    ordered = sorted(jobs, key=lambda j: -j.codes.size)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def _times(progress: Callable[[int], None], items: int) -> Callable[[int], None]:
+    """Turn decode's time steps into samples computed for a batch of `items`."""
+    return lambda steps: progress(steps * items)
+
+
+def synthesize(
+    model: VQVAE,
+    jobs: Sequence[Job],
+    batch_size: int = 8,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    progress: Callable[[int], None] | None = None,
+    kernel: str = "auto",
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Job, torch.Tensor]]:
+    """Decode jobs in batches; yield (job, waveform [T_z * hop] at model.sample_rate) as each batch finishes.
+
+    progress(n) gets the samples computed (time steps x batch items) after each generation chunk; generator is the
+    sampling's random source (see `VQVAE.decode`).
+    """
+    for batch in batches(jobs, batch_size):
+        step = None if progress is None else _times(progress, len(batch))
+        wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
+                            temperature=temperature, greedy=greedy, progress=step, kernel=kernel, generator=generator)
+        yield from zip(batch, wavs)

@@ -1,0 +1,109 @@
+"""Extraction: chunked = whole-file, batching, peak normalisation, bad files, shards, manifest ids."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from helpers import write_wav
+
+from audio_vqvae.audio import load_audio
+from audio_vqvae.data import Utterance
+from audio_vqvae.extract import encode_utterances, plan_pieces, shard
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Four good files of different lengths (one stereo, one at 22.05 kHz), an empty file, a non-audio file and one
+    shorter than a frame."""
+    d = tmp_path / "wavs"
+    write_wav(d / "spk1" / "a.wav", 0.5, seed=1)
+    write_wav(d / "spk1" / "b.wav", 0.31, seed=2, channels=2)
+    write_wav(d / "spk2" / "c.wav", 0.77, seed=3, sample_rate=22050)
+    write_wav(d / "spk2" / "d.wav", 0.2, seed=4)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.flac").write_text("not audio")
+    sf.write(d / "short.wav", np.zeros(10, np.float32), 16000)
+    return d
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def whole_file_units(model, path, gain=1.0):
+    return model.encode(load_audio(path, model.sample_rate) * gain, model.sample_rate).numpy()
+
+
+def assert_same_units(codes, model, path, gain=1.0):
+    """codes equal whole-file `model.encode` at every frame but those whose two nearest codes are tied to float32
+    precision (kernels chosen per input shape may round differently; see extract_units)."""
+    wav = load_audio(path, model.sample_rate)[None, None] * gain
+    whole = whole_file_units(model, path, gain)
+    with torch.inference_mode():
+        z = model.encode_latents(wav)[0].t().double()  # [T_z, D]
+    e = model.quantizer.codebook.double()
+    d2 = torch.cdist(z, e).square().topk(2, largest=False).values  # [T_z, 2] squared distances
+    tied = ((d2[:, 1] - d2[:, 0]) < 1e-6 * (z.square().sum(1) + e.square().sum(1).max())).numpy()
+    assert codes.shape == whole.shape == (wav.shape[-1] // model.hop,)
+    assert ((codes == whole) | tied).all(), f"{((codes != whole) & ~tied).sum()} frames differ"
+    assert tied.mean() < 1e-3
+
+
+def test_shards_partition_in_order():
+    items = list(range(10))
+    for n in (1, 3, 4, 10, 12):
+        assert [x for i in range(n) for x in shard(items, i, n)] == items
+
+
+@pytest.mark.parametrize("n", [15, 16, 17, 95, 160, 1001])
+@pytest.mark.parametrize("chunk", [16, 48, 160])
+def test_pieces_cover_every_frame_once(n, chunk):
+    pieces = plan_pieces(n, 16, chunk, 48)
+    frames = [f for p in pieces for f in range(p.start // 16 + p.skip, p.start // 16 + p.skip + p.frames)]
+    assert frames == list(range(n // 16))
+    assert all(p.stop <= n and (p.stop - p.start) // 16 >= p.skip + p.frames for p in pieces)
+
+
+# ---- chunked encoding -------------------------------------------------------------------------------------------
+
+
+def test_chunked_extraction_of_a_long_file_equals_whole_file(model, tmp_path):
+    path = write_wav(tmp_path / "long.wav", 20.0 + 7 / 16000, seed=5)  # 20 s, not a whole number of frames
+    (_, codes), = encode_utterances(model, [Utterance("long", str(path), "", 20.0)], batch_size=3, chunk_seconds=2.0)
+    assert_same_units(codes, model, path)
+    assert len(np.unique(codes)) > 8  # the test is not vacuous
+
+
+@pytest.mark.parametrize("sample_rate,channels", [(48000, 1), (22050, 2)])
+def test_chunked_extraction_is_exact_for_other_rates_and_channels(model, tmp_path, sample_rate, channels):
+    path = write_wav(tmp_path / "x.wav", 5.3, sample_rate=sample_rate, seed=6, channels=channels)
+    (_, codes), = encode_utterances(model, [Utterance("x", str(path), "", 5.3)], batch_size=2, chunk_seconds=0.7)
+    assert_same_units(codes, model, path)
+
+
+def test_batches_mix_utterances_and_pieces_exactly(model, corpus):
+    good = [corpus / "spk1" / "a.wav", corpus / "spk1" / "b.wav", corpus / "spk2" / "c.wav", corpus / "spk2" / "d.wav"]
+    utts = [Utterance(p.stem, str(p), "", 1.0) for p in good]
+    results = list(encode_utterances(model, utts, batch_size=3, chunk_seconds=0.1))
+    assert [u.id for u, _ in results] == ["a", "b", "c", "d"]
+    for (_, codes), path in zip(results, good):
+        assert_same_units(codes, model, path)
+
+
+def test_peak_normalisation_scales_the_whole_file(model, tmp_path):
+    path = write_wav(tmp_path / "p.wav", 3.0, seed=7)
+    model.peak_normalize = 0.3
+    try:
+        (_, codes), = encode_utterances(model, [Utterance("p", str(path), "", 3.0)], 2, 0.5)
+    finally:
+        model.peak_normalize = None
+    assert_same_units(codes, model, path, gain=0.3 / float(load_audio(path, 16000).abs().max()))
+
+
+def test_bad_files_are_reported_and_the_rest_go_on(model, corpus, tmp_path):
+    utts = [Utterance(p.stem, str(p), "", 1.0) for p in
+            [corpus / "short.wav", corpus / "spk1" / "a.wav", corpus / "empty.wav", corpus / "spk2" / "d.wav"]]
+    results = {u.id: r for u, r in encode_utterances(model, utts, batch_size=2)}
+    assert "too short" in results["short"] and "empty" in results["empty"]
+    assert isinstance(results["a"], np.ndarray) and isinstance(results["d"], np.ndarray)
+
+
