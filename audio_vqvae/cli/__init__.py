@@ -1,0 +1,1 @@
+"""Thin console apps: argument parsing and calls into the library."""
