@@ -481,7 +481,8 @@ def baseline_for(set_: EvalSet, totals: Totals, sample_rate: int, opts: EvalOpti
     """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
     if set_.train:
         wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
-        return fit_baseline(list(wavs.values()), sample_rate, f"training split ({len(wavs)} utterances)", seed=opts.seed)
+        return fit_baseline(list(wavs.values()), sample_rate, f"training split ({len(wavs)} utterances)",
+                            seed=opts.seed)
     return fit_baseline(list(totals.wavs.values()), sample_rate,
                         "the scored audio itself (no training split given)", seed=opts.seed)
 
@@ -567,8 +568,8 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) rows of the model summary."""
     d, e, c = m["data"], m["elbo"], m["codebook"]
     rows = [
-        ("scored data", f"{d['source']}: {d['n_utterances']} utterances, {len(d['speakers'])} speakers, "
-                        f"{d['seconds']:.1f} s"),
+        ("scored data", (f"{d['source']}: {d['n_utterances']} utterances, {len(d['speakers'])} speakers, "
+                        f"{d['seconds']:.1f} s")),
         ("speakers unknown to the decoder (no ELBO / teacher forcing)", ", ".join(d["unknown_to_decoder"]) or "none"),
         ("-ELBO (bits per sample), known speakers", _fmt(e and e["bits_per_sample"])),
         ("ELBO utterances", _fmt(e and e["n_utterances"])),
@@ -584,8 +585,8 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
         if r is None:
             continue
         rows.append((f"{kind}: n / seconds / probe says target / says source",
-                     f"{r['n']} / {r['seconds']:.1f} / {_fmt(r.get('probe_target_accuracy'))} / "
-                     f"{_fmt(r.get('probe_says_source'))}"))
+                     (f"{r['n']} / {r['seconds']:.1f} / {_fmt(r.get('probe_target_accuracy'))} / "
+                     f"{_fmt(r.get('probe_says_source'))}")))
         rows.append((f"{kind}: round-trip unit agreement", _fmt(r.get("round_trip_agreement"))))
         if kind == "self":
             rows += [("self: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(r.get("mcd_db"))),
@@ -612,21 +613,21 @@ def markdown_report(m: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of `{m['checkpoint']['path']}` (step {m['checkpoint']['step']})",
         "",
-        f"Scored: {m['data']['source']}, {m['data']['n_utterances']} utterances of speakers "
-        f"{', '.join(m['data']['speakers'])}, {m['data']['seconds']:.1f} s. Full numbers: `metrics.json`.",
-        "ELBO, teacher forcing and the posterior probe: decoder-known (trained) speakers only; held-out speakers "
-        "have never-trained embedding rows, so they are scored on their units and used as conversion sources.",
+        (f"Scored: {m['data']['source']}, {m['data']['n_utterances']} utterances of speakers "
+        f"{', '.join(m['data']['speakers'])}, {m['data']['seconds']:.1f} s. Full numbers: `metrics.json`."),
+        ("ELBO, teacher forcing and the posterior probe: decoder-known (trained) speakers only; held-out speakers "
+        "have never-trained embedding rows, so they are scored on their units and used as conversion sources."),
         "",
         "| quantity | value |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in report_rows(m)),
         "",
-        f"## Units against the MFCC k-means baseline (K = {u['baseline']['n_units']}, fitted on "
-        f"{u['baseline']['fitted_on']})",
+        (f"## Units against the MFCC k-means baseline (K = {u['baseline']['n_units']}, fitted on "
+        f"{u['baseline']['fitted_on']})"),
         "",
-        f"Phone scores: {'alignments ' + u['alignments'] if u['alignments'] else 'n/a (no alignments)'}. "
+        (f"Phone scores: {'alignments ' + u['alignments'] if u['alignments'] else 'n/a (no alignments)'}. "
         "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
-        f"{_fmt(u['model']['speaker_leakage']['chance'])}).",
+        f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
         "",
         "| measure | model | baseline | beats baseline |",
         "|---|---|---|---|",

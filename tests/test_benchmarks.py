@@ -21,7 +21,7 @@ def test_quick_bench_writes_every_key(tmp_path):
                           check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "targets:" in proc.stdout
-    assert len(re.findall(r"^  (?:MET    |NOT MET)  ", proc.stdout, re.M)) == 10  # a status per target, not speed
+    assert len(re.findall(r"^  (?:MET    |NOT MET)  ", proc.stdout, re.MULTILINE)) == 10  # a status per target, not speed
     r = json.loads(out.read_text())
     assert set(r) == TOP and r["quick"] is True
     assert {"cpu", "cores", "torch", "torch_threads", "numba_threads"} <= set(r["machine"])
