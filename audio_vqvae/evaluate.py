@@ -1,16 +1,17 @@
-"""Evaluation CLI `audio-vqvae-eval`: ELBO, bitrates, codebook statistics, resynthesis quality, unit quality against
-phone alignments, the exact latent posterior probe, and figures, for a checkpoint on a set of utterances.
+"""Evaluation library behind `audio-vqvae-eval` (audio_vqvae/cli/eval.py): ELBO, bitrates, codebook statistics, unit
+quality against phone alignments next to the MFCC k-means baseline, speaker leakage, unit stability, resynthesis and
+conversion quality (speaker-ID probe, F0, MCD, round-trip units), the exact latent posterior probe and figures.
 
-    audio-vqvae-eval runs/x/checkpoints/best.pt --out eval/x                 # the checkpoint's own held-out/val split
-    audio-vqvae-eval best.pt --data vctk data.root=/data/VCTK-Corpus-0.92 --split held_out --out eval/vctk
-    audio-vqvae-eval best.pt --files some/dir a.wav --alignments aligns/ --out eval/mine
+Everything is scored on held-out data, and the report says which: by default the corpus's test split (held-out
+speakers, and held-out sentences where the data config has them), else the validation split (training speakers'
+held-out sentences). Only the training split is used for fitting (the baseline's k-means and the speaker probe).
 
-Writes metrics.json, report.md (also printed), codebook_usage.png, unit_phone_cooccurrence.png (with alignments),
-resynthesis.png and the excerpts it shows as audio/*.wav into --out. Keys: docs/formats.md.
+Speakers the decoder does not know (held-out speakers keep never-trained rows in the speaker table) get no ELBO, no
+teacher-forced resynthesis and no posterior probe: those need p(x | z, speaker), which is meaningless for an
+untrained embedding row. Their units are scored like every other utterance's, and they are conversion sources.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -21,47 +22,69 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 from tqdm import tqdm
 
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels, load_alignments
 from .audio import save_audio
+from .baselines import FRAME_RATE as BASELINE_FRAME_RATE
+from .baselines import MFCCKMeans, fit_baseline
 from .checkpoint import file_sha256
 from .data import Utterance, ValidationDataset, load_corpus, split_corpus
-from .device import resolve_device, run_app
 from .io import atomic_write
 from .model import VQVAE, sample_teacher_forced
-from .plots import (
-    codebook_usage_figure,
-    cooccurrence_figure,
-    save_figure,
-    spectrogram_figure,
-)
+from .plots import codebook_usage_figure, cooccurrence_figure, save_figure, spectrogram_figure
 from .posterior import PosteriorProbe, conditional_posterior, summarize
+from .probes import SpeakerProbe, accuracy, fit_speaker_probe, speaker_leakage
 from .quantizer import perplexity
-from .units import collect_utterances, load_data_config
+from .stability import frame_agreement, unit_stability
+from .config import load_data_config
+from .extract import collect_utterances
 
 log = logging.getLogger("audio_vqvae.evaluate")
 
-SPLITS = ("auto", "held_out", "val", "train", "all")
-MIN_SAMPLES = 1024  # the spectral distances' FFT size: shorter audio cannot be compared
+SPLITS = ("auto", "test", "val", "train", "all")
+"""Scored split: test = held-out speakers (x held-out sentences where configured); auto = test if any, else val."""
+MIN_SAMPLES = 1024  # the log-mel distance's FFT size: shorter audio cannot be compared
+MAX_FIT_UTTERANCES = 400
+"""Training utterances the baseline and the speaker probe are fitted on at most (evenly spaced by id)."""
 
-# ---- the evaluation set -------------------------------------------------------------------------------------------
+
+@dataclass
+class EvalOptions:
+    """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to about two minutes."""
+
+    max_seconds: float | None = None  # crop every scored utterance to its first S seconds
+    n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (sampled WaveNet, slow)
+    n_convert: int = 2  # scored utterances converted to a training speaker
+    resynth_seconds: float = 1.0  # length of each resynthesised / converted excerpt
+    temperature: float = 1.0
+    abx_triplets: int = 5000
+    posterior_positions: int = 32
+    posterior_chunk: int = 64
+    convert_to: str | None = None  # conversion target; default: training speakers in turn
+    seed: int = 0
+
+
+# ---- the data -----------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class EvalSet:
-    """Utterances to evaluate and where they came from."""
+    """Utterances to score, where they came from, and the training split used for fitting (empty for plain files)."""
 
     utterances: list[Utterance]
     description: str
     root: Path | None  # where `alignments/` is looked for by default
     peak_normalize: float | None = None
+    train: list[Utterance] = field(default_factory=list)  # fits the baseline and the speaker probe
+    val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
     """The `data` node to evaluate on with `data.key=value` overrides: --data's (a config name or YAML file, read as
-    audio-vqvae-units reads it), else the checkpoint's own resolved data config."""
+    audio-vqvae-units reads it), else the checkpoint's own resolved data config. Unknown keys are an error."""
     bad = [o for o in overrides if not o.startswith("data.") or "=" not in o]
     if bad:
         raise ValueError(f"overrides must look like data.key=value, got {bad}")
@@ -69,20 +92,37 @@ def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequen
         return load_data_config(spec, overrides)
     if not ckpt_config.get("data"):
         raise ValueError("the checkpoint stores no data config; pass --data NAME or --files PATH ...")
-    return OmegaConf.merge(OmegaConf.create(ckpt_config["data"]),
-                           OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides]))
+    node = OmegaConf.create(ckpt_config["data"])
+    OmegaConf.set_struct(node, True)
+    try:
+        return OmegaConf.merge(node, OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides]))
+    except ConfigKeyError as err:
+        raise ValueError(f"unknown data config key data.{err.key} (the checkpoint's data config has: "
+                         f"{', '.join(sorted(map(str, node)))})") from None
+
+
+def corpus_splits(data: DictConfig, seed: int) -> dict[str, list[Utterance]]:
+    """train / val / test / all utterances of a corpus, as the trainer split them (same config and seed).
+
+    The one place that reads `data.split_corpus`: a (train, val, held-out) tuple, or an object with .train, .val
+    and .test.
+    """
+    corpus = load_corpus(data)
+    split = split_corpus(corpus, data, seed)
+    train, val, test = (split.train, split.val, split.test) if hasattr(split, "train") else split
+    return {"train": list(train), "val": list(val), "test": list(test), "all": list(corpus.utterances),
+            "_root": corpus.root}
 
 
 def corpus_set(data: DictConfig, split: str, seed: int) -> EvalSet:
-    """Utterances of a corpus split. `auto`: held-out speakers if the config holds any out, else validation."""
-    corpus = load_corpus(data)
-    train, val, held_out = split_corpus(corpus, data, seed)
+    """The EvalSet of a corpus split. `auto`: the test split if the config holds data out, else validation."""
+    splits = corpus_splits(data, seed)
     if split == "auto":
-        split = "held_out" if held_out else "val"
-    utts = {"held_out": held_out, "val": val, "train": train, "all": corpus.utterances}[split]
-    if not utts:
-        raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
-    return EvalSet(list(utts), f"{data.name} ({split} split)", Path(corpus.root), data.peak_normalize)
+        split = "test" if splits["test"] else "val"
+    if not splits[split]:
+        raise ValueError(f"the {split} split of {splits['_root']} ({data.name}) is empty; pick another --split")
+    return EvalSet(splits[split], f"{data.name} ({split} split)", Path(splits["_root"]), data.peak_normalize,
+                   splits["train"], splits["val"])
 
 
 def file_set(paths: Sequence[str]) -> EvalSet:
@@ -97,147 +137,113 @@ def file_set(paths: Sequence[str]) -> EvalSet:
     return EvalSet(utts, f"{len(utts)} files", Path(paths[0]) if single_dir else None)
 
 
+def load_wavs(utterances: Sequence[Utterance], sample_rate: int, max_seconds: float | None,
+              peak_normalize: float | None) -> dict[str, np.ndarray]:
+    """utt id -> mono wav [T] at the model rate (unreadable files are logged and left out)."""
+    dataset = ValidationDataset(utterances, sorted({u.speaker for u in utterances}), sample_rate, max_seconds,
+                                peak_normalize, None)
+    return {uid: wav[0].numpy() for wav, _, uid in (dataset[i] for i in range(len(dataset)))}
+
+
+def evenly(items: Sequence[Any], n: int) -> list[Any]:
+    """At most n items, evenly spaced (all of them when there are n or fewer)."""
+    return list(items) if len(items) <= n else [items[i] for i in np.linspace(0, len(items) - 1, n).astype(int)]
+
+
+def sentence_of(utt: Utterance) -> str:
+    """The sentence an utterance speaks, for grouping folds: its id without the speaker name (demo and VCTK ids are
+    <speaker>_<sentence number>, so parallel utterances share it)."""
+    return utt.id.replace(utt.speaker, "").strip("_-/") or utt.id
+
+
+def trained_speakers(model: VQVAE, train: Sequence[Utterance]) -> list[str]:
+    """Speakers whose embedding rows were trained: those of the training split, else (no split known) all."""
+    in_train = {u.speaker for u in train}
+    return [s for s in model.speakers if s in in_train] if in_train else list(model.speakers)
+
+
 # ---- per-utterance pass -------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Totals:
-    """What the pass over the set accumulates."""
+    """What the pass over the scored set accumulates."""
 
     nll: float = 0.0
-    kl: float = 0.0
-    n_samples: int = 0
+    n_samples: int = 0  # of the ELBO's utterances (known speakers)
     n_latents: int = 0
+    seconds: float = 0.0  # all scored audio
     counts: np.ndarray | None = None
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> [T_z]
     latents: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> z_e [T_z, D]
-    utterances: dict[str, Utterance] = field(default_factory=dict)  # utt id -> the evaluated utterance
-    teacher_forced: list[tuple[float, float]] = field(default_factory=list)  # (log-mel distance, MCD) per utt
-    sampled: list[tuple[float, float]] = field(default_factory=list)
-    sampled_seconds: float = 0.0
+    wavs: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> the scored audio [T]
+    utterances: dict[str, Utterance] = field(default_factory=dict)
+    elbo_utterances: list[str] = field(default_factory=list)
+    teacher_forced: list[float] = field(default_factory=list)  # log-mel distance per utterance
     probes: list[PosteriorProbe] = field(default_factory=list)
-    fallback_speakers: int = 0
     too_short: list[str] = field(default_factory=list)
+    excerpt: tuple[str, list[tuple[str, str, torch.Tensor]], np.ndarray] | None = None  # (utt, panels, units)
 
 
-def decoder_speaker(model: VQVAE, speaker: str, fallback: str | None) -> tuple[int, bool]:
-    """Decoder speaker index for a corpus speaker: its own if the model knows it, else `fallback` (or the first)."""
-    if speaker in model.speakers:
-        return model.speaker_index(speaker), False
-    return model.speaker_index(fallback if fallback is not None else 0), True
-
-
-def excerpt_frames(n_frames: int, seconds: float, frame_rate: float, min_frames: int) -> slice:
-    """The middle `seconds` (whole frames, at least min_frames) of n_frames latent frames."""
-    n = min(n_frames, max(min_frames, int(seconds * frame_rate)))
-    start = (n_frames - n) // 2
-    return slice(start, start + n)
-
-
-def spectral_distances(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> tuple[float, float]:
-    """(log-mel distance, MCD in dB) of an estimate against its reference waveform [T]."""
-    r, e = ref.cpu().numpy(), est.cpu().numpy()
-    return M.log_mel_distance(r, e, sample_rate), M.mel_cepstral_distortion(r, e, sample_rate)
-
-
-def allocate_positions(set_: EvalSet, n: int, max_seconds: float | None, frame_rate: float,
+def allocate_positions(utterances: Sequence[Utterance], n: int, max_seconds: float | None, frame_rate: float,
                        rng: np.random.Generator) -> list[int]:
     """Posterior-probe positions per utterance: n spread over utterances in proportion to their frames."""
-    seconds = np.array([u.duration if max_seconds is None else min(u.duration, max_seconds) for u in set_.utterances])
+    seconds = np.array([u.duration if max_seconds is None else min(u.duration, max_seconds) for u in utterances])
     frames = np.floor(seconds * frame_rate)
     if n <= 0 or frames.sum() <= 0:
         return [0] * len(frames)
     return rng.multinomial(n, frames / frames.sum()).tolist()
 
 
-@dataclass
-class Excerpt:
-    """What resynthesis.png shows: panels (file name, title, waveform [T]) of one excerpt, and its units [T_z]."""
-
-    utt_id: str
-    panels: list[tuple[str, str, torch.Tensor]]
-    units: np.ndarray
-
-
-def excerpt_panels(model: VQVAE, ref: torch.Tensor, teacher_forced: torch.Tensor, sampled: torch.Tensor | None,
-                   codes: torch.Tensor, speaker: int, args: argparse.Namespace) -> list[tuple[str, str, torch.Tensor]]:
-    """Original, resyntheses and (when sampling is on) a conversion of the excerpt's codes to another speaker."""
-    panels = [("original", "original", ref), ("teacher_forced", "resynthesis, teacher-forced", teacher_forced)]
-    if sampled is not None:
-        panels.append(("sampled", f"resynthesis, sampled (speaker {model.speakers[speaker]})", sampled))
-        if len(model.speakers) > 1:
-            target = args.convert_to or model.speakers[(speaker + 1) % len(model.speakers)]
-            converted = model.decode(codes, target, temperature=args.temperature).cpu()
-            panels.append((f"converted_to_{target}", f"converted to speaker {target}", converted))
-    return panels
-
-
 @torch.inference_mode()
-def evaluate_set(model: VQVAE, set_: EvalSet, args: argparse.Namespace) -> tuple[Totals, Excerpt | None]:
-    """One pass over the set: ELBO terms, codes, encoder outputs, resynthesis distances, posterior probes."""
+def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOptions) -> Totals:
+    """One pass over the scored set: codes and encoder outputs of every utterance; for speakers in `known`, also
+    the ELBO terms, the teacher-forced resynthesis distance and the posterior probes."""
     sr, hop, device = model.sample_rate, model.hop, model.device
-    dataset = ValidationDataset(set_.utterances, sorted({u.speaker for u in set_.utterances}), sr, args.max_seconds,
-                                set_.peak_normalize, None)
-    rng = np.random.default_rng(args.seed)
-    probe_counts = allocate_positions(set_, args.posterior_positions, args.max_seconds, model.frame_rate, rng)
-    probe_counts = dict(zip((u.id for u in set_.utterances), probe_counts))
-    generator = torch.Generator(device).manual_seed(args.seed)
-    totals = Totals(counts=np.zeros(model.codebook_size, dtype=np.int64))
-    excerpt: Excerpt | None = None
-    for i in tqdm(range(len(dataset)), desc="evaluate", unit="utt", disable=None):
-        wav, _, uid = dataset[i]
-        utt = dataset.utterances[i]
-        if wav.shape[-1] < max(hop, MIN_SAMPLES):
-            totals.too_short.append(uid)
+    wavs = load_wavs(set_.utterances, sr, opts.max_seconds, set_.peak_normalize)
+    rng = np.random.default_rng(opts.seed)
+    probe_at = allocate_positions([u for u in set_.utterances if u.speaker in known], opts.posterior_positions,
+                                  opts.max_seconds, model.frame_rate, rng)
+    probe_at = dict(zip((u.id for u in set_.utterances if u.speaker in known), probe_at))
+    generator = torch.Generator(device).manual_seed(opts.seed)
+    t = Totals(counts=np.zeros(model.codebook_size, dtype=np.int64))
+    for utt in tqdm([u for u in set_.utterances if u.id in wavs], desc="evaluate", unit="utt", disable=None):
+        wav = torch.from_numpy(wavs[utt.id])
+        if wav.numel() < max(hop, MIN_SAMPLES):
+            t.too_short.append(utt.id)
             continue
-        spk, fell_back = decoder_speaker(model, utt.speaker, args.speaker)
-        totals.fallback_speakers += fell_back
-        x = wav.to(device)[None]  # [1, 1, T]
-        out = model(x, torch.tensor([spk], device=device))
-        totals.nll += float(out.nll)
-        totals.kl += out.kl
-        totals.n_samples += out.n_samples
-        totals.n_latents += out.n_latents
-        codes = out.codes[0].cpu().numpy()
-        totals.counts += np.bincount(codes, minlength=model.codebook_size)
-        totals.codes[uid] = codes
-        totals.latents[uid] = out.z_e[0].T.cpu().numpy()
-        totals.utterances[uid] = utt
-        ref = wav[0, : out.n_samples]
-        tf_wav = sample_teacher_forced(out.logits[0], generator).cpu()
-        totals.teacher_forced.append(spectral_distances(ref, tf_wav, sr))
-        if probe_counts[uid]:
-            frames = rng.choice(codes.size, size=min(probe_counts[uid], codes.size), replace=False)
-            totals.probes.append(conditional_posterior(model, ref, spk, sorted(frames.tolist()), args.posterior_chunk))
-        span = excerpt_frames(codes.size, args.sampled_seconds, model.frame_rate, -(-MIN_SAMPLES // hop))
-        samples = slice(span.start * hop, span.stop * hop)
-        sampled = None
-        if len(totals.sampled) < args.n_sampled:
-            sampled = model.decode(out.codes[0, span], spk, temperature=args.temperature).cpu()
-            totals.sampled.append(spectral_distances(ref[samples], sampled, sr))
-            totals.sampled_seconds += sampled.numel() / sr
-        if excerpt is None:
-            panels = excerpt_panels(model, ref[samples], tf_wav[samples], sampled, out.codes[0, span], spk, args)
-            excerpt = Excerpt(uid, panels, codes[span])
-    return totals, excerpt
+        n = wav.numel() // hop * hop
+        x = wav[:n].to(device)[None, None]
+        t.wavs[utt.id], t.utterances[utt.id] = wav[:n].numpy(), utt
+        t.seconds += n / sr
+        panels = [("original", "original", wav[:n])]
+        if utt.speaker in known:
+            spk = model.speaker_index(utt.speaker)
+            out = model(x, torch.tensor([spk], device=device))
+            z_e, codes = out.z_e, out.codes
+            t.nll += float(out.nll)
+            t.n_samples += out.n_samples
+            t.n_latents += out.n_latents
+            t.elbo_utterances.append(utt.id)
+            tf_wav = sample_teacher_forced(out.logits[0], generator).cpu()
+            t.teacher_forced.append(M.log_mel_distance(wav[:n].numpy(), tf_wav.numpy(), sr))
+            panels.append(("teacher_forced", f"teacher-forced resynthesis ({utt.speaker})", tf_wav))
+            if probe_at[utt.id]:
+                frames = rng.choice(codes.shape[1], size=min(probe_at[utt.id], codes.shape[1]), replace=False)
+                t.probes.append(conditional_posterior(model, x[0, 0], spk, sorted(frames.tolist()),
+                                                      opts.posterior_chunk))
+        else:
+            z_e = model.encode_latents(x)
+            codes = model.quantizer.nearest(z_e)
+        t.codes[utt.id] = codes[0].cpu().numpy()
+        t.latents[utt.id] = z_e[0].T.cpu().numpy()
+        t.counts += np.bincount(t.codes[utt.id], minlength=model.codebook_size)
+        if t.excerpt is None:
+            t.excerpt = (utt.id, panels, t.codes[utt.id])
+    return t
 
 
-# ---- set-level metrics --------------------------------------------------------------------------------------------
-
-
-def _mean_pair(pairs: list[tuple[float, float]]) -> dict[str, float]:
-    a = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
-    return {"n": len(pairs), "log_mel_distance": float(a[:, 0].mean()), "mcd_db": float(a[:, 1].mean())}
-
-
-def _abx(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], speakers: dict[str, str], mode: str,
-         args: argparse.Namespace, distance: str) -> tuple[float | None, int]:
-    """ABX error and triplet count, or (None, 0) when the set offers no triplet of that kind."""
-    try:
-        return M.abx_error(features, labels, speakers, mode, args.abx_triplets, args.seed, distance)
-    except ValueError as err:
-        log.warning("ABX %s (%s): %s", mode, distance, err)
-        return None, 0
+# ---- units: quality, leakage and stability, next to the baseline ----------------------------------------------
 
 
 def matched_alignments(alignments: dict[str, list[Segment]],
@@ -247,58 +253,309 @@ def matched_alignments(alignments: dict[str, list[Segment]],
     return {u: segments for u, segments in found.items() if segments is not None}
 
 
-def unit_quality(totals: Totals, alignments: dict[str, list[Segment]], codebook_size: int, frame_rate: float,
-                 args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray, list[str]]:
-    """Purity, PNMI and ABX (units and encoder outputs) on the utterances of `alignments` (utt id -> segments).
+def _abx(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], speakers: dict[str, str], mode: str,
+         opts: EvalOptions, distance: str) -> tuple[float | None, int]:
+    """ABX error and triplet count, or (None, 0) when the set offers no triplet of that kind."""
+    try:
+        return M.abx_error(features, labels, speakers, mode, opts.abx_triplets, opts.seed, distance)
+    except ValueError as err:
+        log.warning("ABX %s (%s): %s", mode, distance, err)
+        return None, 0
 
-    Also returns the unit x phone co-occurrence counts and the phone names for the figure.
-    """
+
+def phone_scores(units: dict[str, np.ndarray], alignments: dict[str, list[Segment]], speakers: dict[str, str],
+                 n_units: int, frame_rate: float, opts: EvalOptions,
+                 latents: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], np.ndarray, list[str]]:
+    """Purity, PNMI and ABX (hamming on unit ids; cosine on `latents` when given) of unit sequences at `frame_rate`
+    against phone alignments; also the unit x phone co-occurrence counts and the phone names."""
     utts = list(alignments)
     vocab = build_vocab(alignments)
-    labels = {u: frame_labels(alignments[u], totals.codes[u].size, frame_rate, vocab) for u in utts}
-    counts = M.cooccurrence(np.concatenate([totals.codes[u] for u in utts]),
-                            np.concatenate([labels[u] for u in utts]), codebook_size, len(vocab))
-    speakers = {u: totals.utterances[u].speaker for u in utts}
-    abx: dict[str, Any] = {"units": {}, "continuous": {}, "triplets": {}}
+    labels = {u: frame_labels(alignments[u], units[u].size, frame_rate, vocab) for u in utts}
+    counts = M.cooccurrence(np.concatenate([units[u] for u in utts]), np.concatenate([labels[u] for u in utts]),
+                            n_units, len(vocab))
+    spk = {u: speakers[u] for u in utts}
+    abx: dict[str, Any] = {"within": None, "across": None, "triplets": {}}
     for mode in ("within", "across"):
-        abx["units"][mode], n = _abx({u: totals.codes[u] for u in utts}, labels, speakers, mode, args, "hamming")
-        abx["continuous"][mode], _ = _abx({u: totals.latents[u] for u in utts}, labels, speakers, mode, args, "cosine")
-        abx["triplets"][mode] = n
-    result = {
-        "n_utterances": len(utts),
-        "n_phones": len(vocab),
-        "n_frames": int(counts.sum()),
-        "phone_purity": M.phone_purity(counts),
-        "cluster_purity": M.cluster_purity(counts),
-        "pnmi": M.pnmi(counts) if (counts.sum(0) > 0).sum() > 1 else None,
-        "abx": abx,
+        abx[mode], abx["triplets"][mode] = _abx({u: units[u] for u in utts}, labels, spk, mode, opts, "hamming")
+        if latents is not None:
+            abx[f"continuous_{mode}"], _ = _abx({u: latents[u] for u in utts}, labels, spk, mode, opts, "cosine")
+    scores = {
+        "n_utterances": len(utts), "n_phones": len(vocab), "n_frames": int(counts.sum()),
+        "phone_purity": M.phone_purity(counts), "cluster_purity": M.cluster_purity(counts),
+        "pnmi": M.pnmi(counts) if (counts.sum(0) > 0).sum() > 1 else None, "abx": abx,
     }
-    return result, counts, sorted(vocab, key=vocab.get)
+    return scores, counts, sorted(vocab, key=vocab.get)
+
+
+def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance], n_units: int, seconds: float,
+                 opts: EvalOptions) -> dict[str, Any]:
+    """Bitrates and speaker leakage of one unit inventory on the scored set."""
+    ids = list(units)
+    return {
+        "n_units": n_units,
+        "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds),
+        "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True),
+        "speaker_leakage": speaker_leakage([units[u] for u in ids], n_units, [utterances[u].speaker for u in ids],
+                                           [sentence_of(utterances[u]) for u in ids], opts.seed),
+    }
+
+
+COMPARED = (  # (label, path into a unit section, higher is better)
+    ("PNMI", ("phones", "pnmi"), True),
+    ("phone purity", ("phones", "phone_purity"), True),
+    ("ABX within, units", ("phones", "abx", "within"), False),
+    ("ABX across, units", ("phones", "abx", "across"), False),
+    ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False),
+    ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False),
+    ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False),
+    ("frame agreement, +6 dB", ("stability", "gain_+6dB", "frame_agreement"), True),
+    ("frame agreement, -6 dB", ("stability", "gain_-6dB", "frame_agreement"), True),
+    ("frame agreement, noise 30 dB SNR", ("stability", "noise_30dB", "frame_agreement"), True),
+    ("frame agreement, noise 20 dB SNR", ("stability", "noise_20dB", "frame_agreement"), True),
+    ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True),
+)
+"""The measures on which the model's units are compared with the MFCC k-means baseline."""
+
+
+def _get(node: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def comparison(model_units: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a)."""
+    rows = []
+    for label, path, higher in COMPARED:
+        a, b = _get(model_units, path), _get(baseline, path)
+        beats = None if a is None or b is None else bool(a > b if higher else a < b)
+        rows.append({"measure": label, "model": a, "baseline": b, "higher_is_better": higher, "beats_baseline": beats})
+    return rows
+
+
+def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: dict[str, list[Segment]],
+                opts: EvalOptions) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
+    """The `units` section: model units and baseline clusters, each with phone scores (when aligned), bitrates,
+    speaker leakage and stability, and the comparison; plus the model's co-occurrence for the figure."""
+    ids = list(totals.codes)
+    speakers = {u: totals.utterances[u].speaker for u in ids}
+    base_units = {u: baseline.units(totals.wavs[u]) for u in ids}
+
+    def model_units(wav: np.ndarray) -> np.ndarray:
+        return model.encode(torch.from_numpy(wav), model.sample_rate).cpu().numpy()
+
+    sections = {
+        "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts),
+        "baseline": unit_summary(base_units, totals.utterances, baseline.n_units, totals.seconds, opts),
+    }
+    wavs = [totals.wavs[u] for u in ids]
+    sections["model"]["stability"] = unit_stability(model_units, wavs, seed=opts.seed)
+    sections["baseline"]["stability"] = unit_stability(baseline.units, wavs, seed=opts.seed)
+    figure = None
+    if alignments:
+        sections["model"]["phones"], counts, phones = phone_scores(
+            totals.codes, alignments, speakers, model.codebook_size, model.frame_rate, opts, totals.latents)
+        sections["baseline"]["phones"], _, _ = phone_scores(base_units, alignments, speakers, baseline.n_units,
+                                                            BASELINE_FRAME_RATE, opts)
+        figure = (counts, phones)
+    baseline_info = {"fitted_on": baseline.fitted_on, "frame_rate": BASELINE_FRAME_RATE,
+                     "settings": "13 MFCC + delta + delta-delta, 25 ms / 10 ms, per-utterance CMVN, k-means"}
+    section = {"model": sections["model"], "baseline": baseline_info | sections["baseline"],
+               "comparison": comparison(sections["model"], sections["baseline"])}
+    return section, figure
+
+
+# ---- resynthesis and conversion --------------------------------------------------------------------------------
+
+
+def middle(wav: np.ndarray, n_samples: int, hop: int) -> np.ndarray:
+    """The middle n_samples (rounded down to whole hops, at most the whole wav) of wav [T]."""
+    n = min(wav.size, n_samples) // hop * hop
+    start = (wav.size - n) // 2 // hop * hop
+    return wav[start: start + n]
+
+
+def resynthesis_jobs(model: VQVAE, self_sources: dict[str, tuple[np.ndarray, str]],
+                     convert_sources: dict[str, tuple[np.ndarray, str]], known: Sequence[str],
+                     opts: EvalOptions) -> list[dict[str, Any]]:
+    """(utt, kind, source speaker, target speaker, excerpt) of each decode: self-resynthesis of training speakers'
+    utterances with their own speaker, and conversions of scored utterances to training speakers in turn."""
+    n = int(opts.resynth_seconds * model.sample_rate)
+    jobs = [{"utt": u, "kind": "self", "source": s, "target": s, "wav": middle(w, n, model.hop)}
+            for u, (w, s) in self_sources.items()]
+    for i, (u, (w, s)) in enumerate(convert_sources.items()):
+        others = [k for k in known if k != s] or list(known)
+        target = opts.convert_to or others[i % len(others)]
+        jobs.append({"utt": u, "kind": "conversion", "source": s, "target": target, "wav": middle(w, n, model.hop)})
+    return [j for j in jobs if j["wav"].size >= max(model.hop, MIN_SAMPLES)]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: SpeakerProbe | None,
+                        opts: EvalOptions) -> tuple[dict[str, Any], list[tuple[str, str, torch.Tensor]]]:
+    """Decode every job (sampled WaveNet, one batch) and score it: speaker-probe verdicts, round-trip units, and for
+    self-resynthesis F0 agreement and MCD against the source. Returns the section and the audio panels."""
+    if not jobs:
+        return {"self": None, "conversion": None}, []
+    codes = [model.encode(torch.from_numpy(j["wav"]), model.sample_rate) for j in jobs]
+    decoded = model.decode(codes, [j["target"] for j in jobs], temperature=opts.temperature)
+    decoded = [d.cpu().numpy() for d in decoded]
+    verdicts = probe.predict(decoded) if probe is not None else [None] * len(jobs)
+    rows = []
+    for job, c, wav, said in zip(jobs, codes, decoded, verdicts):
+        back = model.encode(torch.from_numpy(wav), model.sample_rate)
+        row = {"utt": job["utt"], "source": job["source"], "target": job["target"], "probe_says": said,
+               "round_trip_agreement": frame_agreement(c.cpu().numpy(), back.cpu().numpy()),
+               "seconds": wav.size / model.sample_rate}
+        if job["kind"] == "self":
+            row["mcd_db"] = M.mel_cepstral_distortion(job["wav"], wav, model.sample_rate)
+            row |= {f"f0_{k}": v for k, v in M.f0_agreement(job["wav"], wav, model.sample_rate).items()}
+        rows.append((job["kind"], row))
+
+    def summary(kind: str) -> dict[str, Any] | None:
+        picked = [r for k, r in rows if k == kind]
+        if not picked:
+            return None
+        numeric = sorted({key for r in picked for key, v in r.items() if isinstance(v, float) and key != "seconds"})
+        out = {"n": len(picked), "seconds": sum(r["seconds"] for r in picked),
+               **{k: _mean([r.get(k) for r in picked]) for k in numeric}, "utterances": picked}
+        if probe is not None:
+            out["probe_target_accuracy"] = accuracy([r["probe_says"] for r in picked], [r["target"] for r in picked])
+            in_probe = [r for r in picked if r["source"] in probe.speakers and r["source"] != r["target"]]
+            out["probe_says_source"] = accuracy([r["probe_says"] for r in in_probe], [r["source"] for r in in_probe])
+        return out
+
+    panels = [(f"{j['kind']}_{j['utt']}_to_{j['target']}", f"{j['kind']}: {j['utt']} as {j['target']}",
+               torch.from_numpy(w)) for j, w in zip(jobs, decoded)]
+    return {"self": summary("self"), "conversion": summary("conversion")}, panels
+
+
+# ---- the whole evaluation -----------------------------------------------------------------------------------------
 
 
 def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
-    """ELBO, bitrates, codebook and resynthesis sections of metrics.json."""
-    seconds = totals.n_samples / model.sample_rate
-    elbo = M.elbo_terms(totals.nll, totals.n_samples, totals.n_latents, model.codebook_size, model.sample_rate)
-    elbo |= {"n_samples": totals.n_samples, "n_latents": totals.n_latents}
-    sequences = list(totals.codes.values())
+    """ELBO (decoder-known speakers only), bitrates and codebook sections of metrics.json."""
+    elbo = None
+    if totals.n_samples:
+        elbo = M.elbo_terms(totals.nll, totals.n_samples, totals.n_latents, model.codebook_size, model.sample_rate)
+        elbo |= {"n_samples": totals.n_samples, "n_latents": totals.n_latents,
+                 "n_utterances": len(totals.elbo_utterances), "speakers": "decoder-known (trained) speakers only"}
     return {
         "elbo": elbo,
-        "bitrate": {
-            "latent_bits_per_second": M.latent_bitrate(model.frame_rate, model.codebook_size),
-            "entropy_bits_per_second": M.entropy_bitrate(sequences, seconds),
-            "entropy_bits_per_second_dedup": M.entropy_bitrate(sequences, seconds, dedup=True),
-        },
+        "bitrate": {"latent_bits_per_second": M.latent_bitrate(model.frame_rate, model.codebook_size)},
         "codebook": {
             "size": model.codebook_size,
             "used_codes": int((totals.counts > 0).sum()),
             "perplexity": float(perplexity(torch.as_tensor(totals.counts, dtype=torch.float64))),
         },
-        "resynthesis": {
-            "teacher_forced": _mean_pair(totals.teacher_forced),
-            "sampled": (_mean_pair(totals.sampled) | {"seconds": totals.sampled_seconds}) if totals.sampled else None,
-        },
+        "teacher_forced_log_mel_distance": _mean(totals.teacher_forced),
     }
+
+
+def speaker_probe(set_: EvalSet, known: Sequence[str], sample_rate: int,
+                  opts: EvalOptions) -> tuple[SpeakerProbe | None, dict[str, Any] | None]:
+    """The speaker-ID probe, fitted on the training split's audio of the known speakers and scored on their
+    validation (held-out sentence) audio; (None, None) without a training split of two or more known speakers."""
+    train = [u for u in set_.train if u.speaker in known]
+    if len({u.speaker for u in train}) < 2:
+        return None, None
+    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
+    by_id = {u.id: u for u in train}
+    probe = fit_speaker_probe(list(train_wavs.values()), [by_id[u].speaker for u in train_wavs], sample_rate)
+    val = [u for u in set_.val if u.speaker in known]
+    info: dict[str, Any] = {"fitted_on": f"{len(train_wavs)} training-split utterances of "
+                                         f"{len(probe.speakers)} speakers", "natural_val_accuracy": None}
+    if val:
+        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, set_.peak_normalize)
+        by_id = {u.id: u for u in val}
+        info["natural_val_accuracy"] = accuracy(probe.predict(list(val_wavs.values())),
+                                                [by_id[u].speaker for u in val_wavs])
+        info["natural_val_utterances"] = len(val_wavs)
+    return probe, info
+
+
+def baseline_for(set_: EvalSet, totals: Totals, sample_rate: int, opts: EvalOptions) -> MFCCKMeans:
+    """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
+    if set_.train:
+        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
+        return fit_baseline(list(wavs.values()), sample_rate, f"training split ({len(wavs)} utterances)",
+                            seed=opts.seed)
+    return fit_baseline(list(totals.wavs.values()), sample_rate,
+                        "the scored audio itself (no training split given)", seed=opts.seed)
+
+
+def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity_: float,
+                  cooccurrence: tuple[np.ndarray, list[str]] | None,
+                  resynthesis: list[tuple[str, str, torch.Tensor]]) -> list[str]:
+    """The PNGs (and the audio of the excerpt and of every resynthesis) into `out`; returns the figure names."""
+    save_figure(codebook_usage_figure(totals.counts, perplexity_), out / "codebook_usage.png")
+    names = ["codebook_usage.png"]
+    if cooccurrence is not None:
+        save_figure(cooccurrence_figure(*cooccurrence), out / "unit_phone_cooccurrence.png")
+        names.append("unit_phone_cooccurrence.png")
+    (out / "audio").mkdir(exist_ok=True)
+    if totals.excerpt is not None:
+        utt, panels, units = totals.excerpt
+        files, titles, wavs = zip(*panels)
+        fig = spectrogram_figure(wavs, [f"{utt}: {t}" for t in titles], model.sample_rate, units, model.frame_rate)
+        save_figure(fig, out / "excerpt.png")
+        names.append("excerpt.png")
+        for name, wav in zip(files, wavs):
+            save_audio(out / "audio" / f"{utt}_{name}.wav", wav, model.sample_rate)
+    if resynthesis:
+        files, titles, wavs = zip(*resynthesis)
+        save_figure(spectrogram_figure(wavs, titles, model.sample_rate), out / "resynthesis.png")
+        names.append("resynthesis.png")
+        for name, wav in zip(files, wavs):
+            save_audio(out / "audio" / f"{name}.wav", wav, model.sample_rate)
+    return names
+
+
+def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path, opts: EvalOptions,
+                        alignment_dir: Path | None = None) -> dict[str, Any]:
+    """Score `model` on `set_`, write metrics.json, report.md, figures and audio into `out`; return the metrics."""
+    torch.manual_seed(opts.seed)  # model.decode samples from the global generator
+    known = trained_speakers(model, set_.train)
+    out.mkdir(parents=True, exist_ok=True)
+    totals = evaluate_set(model, set_, known, opts)
+    if not totals.codes:
+        raise ValueError(f"no utterance of {set_.description} could be evaluated "
+                         f"(unreadable, or shorter than {MIN_SAMPLES} samples)")
+    scored_speakers = sorted({u.speaker for u in totals.utterances.values()})
+    m: dict[str, Any] = {
+        "checkpoint": {"path": checkpoint, "sha256": file_sha256(checkpoint), "step": model.step,
+                       "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
+                       "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
+        "data": {"source": set_.description, "n_utterances": len(totals.codes), "speakers": scored_speakers,
+                 "unknown_to_decoder": [s for s in scored_speakers if s not in known],
+                 "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
+        **set_metrics(model, totals),
+        "posterior": summarize(totals.probes, model.codebook_size) if totals.probes else None,
+    }
+    alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
+    if alignment_dir is not None and not alignments:
+        log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
+    baseline = baseline_for(set_, totals, model.sample_rate, opts)
+    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
+    m["units"]["alignments"] = str(alignment_dir) if alignments else None
+    probe, m["speaker_probe"] = speaker_probe(set_, known, model.sample_rate, opts)
+    self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
+        [totals.utterances[u] for u in totals.elbo_utterances][: opts.n_resynth]
+    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, set_.peak_normalize)
+    jobs = resynthesis_jobs(
+        model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
+        {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)
+    m["resynthesis"], panels = resynthesis_quality(model, jobs, probe, opts)
+    m["figures"] = write_figures(model, out, totals, m["codebook"]["perplexity"], cooccurrence, panels)
+    with atomic_write(out / "metrics.json") as f:
+        json.dump(m, f, indent=2)
+    with atomic_write(out / "report.md") as f:
+        f.write(markdown_report(m))
+    return m
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
@@ -309,182 +566,75 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
-    """(quantity, value) rows of the human-readable summary."""
-    e, b, c, r = m["elbo"], m["bitrate"], m["codebook"], m["resynthesis"]
+    """(quantity, value) rows of the model summary."""
+    d, e, c = m["data"], m["elbo"], m["codebook"]
     rows = [
-        ("utterances / audio seconds", f"{m['data']['n_utterances']} / {m['data']['seconds']:.1f}"),
-        ("-ELBO (bits per sample)", _fmt(e["bits_per_sample"])),
-        ("-ELBO (nats per second)", _fmt(e["nats_per_second"], 6)),
-        ("reconstruction NLL (bits per sample)", _fmt(e["nll_bits_per_sample"])),
-        ("KL = T_z log K (nats, whole set)", _fmt(e["kl_nats"], 6)),
-        ("latent bitrate T_z log2 K / s (bits/s)", _fmt(b["latent_bits_per_second"])),
-        ("code entropy bitrate, ZS2019 (bits/s)", _fmt(b["entropy_bits_per_second"])),
+        ("scored data", (f"{d['source']}: {d['n_utterances']} utterances, {len(d['speakers'])} speakers, "
+                        f"{d['seconds']:.1f} s")),
+        ("speakers unknown to the decoder (no ELBO / teacher forcing)", ", ".join(d["unknown_to_decoder"]) or "none"),
+        ("-ELBO (bits per sample), known speakers", _fmt(e and e["bits_per_sample"])),
+        ("ELBO utterances", _fmt(e and e["n_utterances"])),
+        ("latent bitrate T_z log2 K / s (bits/s)", _fmt(m["bitrate"]["latent_bits_per_second"])),
         ("codebook perplexity / used codes", f"{_fmt(c['perplexity'])} / {c['used_codes']} of {c['size']}"),
-        ("teacher-forced log-mel distance / MCD (dB)",
-         f"{_fmt(r['teacher_forced']['log_mel_distance'])} / {_fmt(r['teacher_forced']['mcd_db'])}"),
+        ("teacher-forced log-mel distance", _fmt(m["teacher_forced_log_mel_distance"])),
     ]
-    if r["sampled"]:
-        rows.append((f"sampled log-mel distance / MCD (dB), {r['sampled']['n']} excerpts",
-                     f"{_fmt(r['sampled']['log_mel_distance'])} / {_fmt(r['sampled']['mcd_db'])}"))
-    if m["units"]:
-        u, abx = m["units"], m["units"]["abx"]
-        rows += [
-            ("phone purity / cluster purity / PNMI",
-             f"{_fmt(u['phone_purity'])} / {_fmt(u['cluster_purity'])} / {_fmt(u['pnmi'])}"),
-            ("ABX within / across, units (%)", f"{_pct(abx['units']['within'])} / {_pct(abx['units']['across'])}"),
-            ("ABX within / across, encoder outputs (%)",
-             f"{_pct(abx['continuous']['within'])} / {_pct(abx['continuous']['across'])}"),
-        ]
+    p = m["speaker_probe"]
+    rows.append(("speaker probe on natural held-out sentences (accuracy)",
+                 "n/a (no training split)" if p is None else _fmt(p["natural_val_accuracy"])))
+    for kind in ("self", "conversion"):
+        r = m["resynthesis"][kind]
+        if r is None:
+            continue
+        rows.append((f"{kind}: n / seconds / probe says target / says source",
+                     (f"{r['n']} / {r['seconds']:.1f} / {_fmt(r.get('probe_target_accuracy'))} / "
+                     f"{_fmt(r.get('probe_says_source'))}")))
+        rows.append((f"{kind}: round-trip unit agreement", _fmt(r.get("round_trip_agreement"))))
+        if kind == "self":
+            rows += [("self: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(r.get("mcd_db"))),
+                     ("self: F0 voicing agreement / GPE / corr / RMSE (cents)",
+                      " / ".join(_fmt(r.get(f"f0_{k}")) for k in ("voicing_agreement", "gross_pitch_error",
+                                                                  "f0_correlation", "f0_rmse_cents")))]
     if m["posterior"]:
-        p = m["posterior"]
-        rows += [
-            (f"posterior probe: argmax = encoder code ({p['n_positions']} positions)", _fmt(p["argmax_agreement"])),
-            ("posterior entropy (nats / bits)", f"{_fmt(p['entropy_nats'])} / {_fmt(p['entropy_bits'])}"),
-            ("KL(q, exact conditional posterior) (nats)", _fmt(p["kl_nats"])),
-        ]
+        q = m["posterior"]
+        rows += [(f"posterior probe: argmax = encoder code ({q['n_positions']} positions)",
+                  _fmt(q["argmax_agreement"])), ("KL(q, exact conditional posterior) (nats)", _fmt(q["kl_nats"]))]
     return rows
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}"
+def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, model, baseline, beats baseline) rows of the units-vs-baseline table."""
+    yes_no = {True: "yes", False: "no", None: "n/a"}
+    return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]), _fmt(r["baseline"]),
+             yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
 
 
 def markdown_report(m: dict[str, Any]) -> str:
-    """report.md: what was evaluated, the summary table and the figures."""
+    """report.md: what was scored, the model summary, units against the baseline, and the figures."""
+    u = m["units"]
     lines = [
         f"# Evaluation of `{m['checkpoint']['path']}` (step {m['checkpoint']['step']})",
         "",
-        f"Data: {m['data']['source']}. Full numbers: `metrics.json`.",
+        (f"Scored: {m['data']['source']}, {m['data']['n_utterances']} utterances of speakers "
+        f"{', '.join(m['data']['speakers'])}, {m['data']['seconds']:.1f} s. Full numbers: `metrics.json`."),
+        ("ELBO, teacher forcing and the posterior probe: decoder-known (trained) speakers only; held-out speakers "
+        "have never-trained embedding rows, so they are scored on their units and used as conversion sources."),
         "",
         "| quantity | value |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in report_rows(m)),
         "",
+        (f"## Units against the MFCC k-means baseline (K = {u['baseline']['n_units']}, fitted on "
+        f"{u['baseline']['fitted_on']})"),
+        "",
+        (f"Phone scores: {'alignments ' + u['alignments'] if u['alignments'] else 'n/a (no alignments)'}. "
+        "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
+        f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
+        "",
+        "| measure | model | baseline | beats baseline |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),
+        "",
         *(f"![{name}]({name})" for name in m["figures"]),
         "",
     ]
     return "\n".join(lines)
-
-
-def print_table(rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-
-
-# ---- CLI ----------------------------------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="audio-vqvae-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a checkpoint written by audio-vqvae-train")
-    p.add_argument("overrides", nargs="*", help="data config overrides, e.g. data.root=/data/VCTK-Corpus-0.92")
-    p.add_argument("--out", required=True, help="output directory")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", help="a data config name (demo, vctk, librispeech, folder, manifest); "
-                                    "default: the checkpoint's own data config")
-    src.add_argument("--files", nargs="+", help="audio files or directories instead of a corpus config")
-    p.add_argument("--split", choices=SPLITS, default="auto",
-                   help="corpus split (checkpoint's seed); auto = held-out speakers, else validation")
-    p.add_argument("--alignments", help="phone alignments (.tsv/.TextGrid dir or file); default <corpus>/alignments")
-    p.add_argument("--speaker", help="decoder speaker for utterances whose speaker the model does not know "
-                                     "(default: the model's first)")
-    p.add_argument("--convert-to", help="target speaker of the conversion figure (default: another speaker)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps")
-    p.add_argument("--max-seconds", type=float, help="crop every utterance to its first S seconds (default: whole)")
-    p.add_argument("--max-utterances", type=int, help="evaluate only the first N utterances (by id)")
-    p.add_argument("--n-sampled", type=int, default=2, help="excerpts resynthesised by incremental sampling (slow)")
-    p.add_argument("--sampled-seconds", type=float, default=1.0, help="length of each sampled excerpt")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--abx-triplets", type=int, default=5000, help="ABX triplets per condition (at most)")
-    p.add_argument("--posterior-positions", type=int, default=32, help="latent positions probed (0 = off)")
-    p.add_argument("--posterior-chunk", type=int, default=64, help="candidate codes per decoder batch in the probe")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_intermixed_args(argv)
-    if args.files and args.overrides:
-        p.error("data.* overrides apply to corpus configs, not to --files")
-    return args
-
-
-def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity: float, excerpt: Excerpt | None,
-                  cooccurrence: tuple[np.ndarray, list[str]] | None) -> list[str]:
-    """The PNGs (and the excerpt's audio) into `out`; returns the figure file names."""
-    save_figure(codebook_usage_figure(totals.counts, perplexity), out / "codebook_usage.png")
-    names = ["codebook_usage.png"]
-    if cooccurrence is not None:
-        save_figure(cooccurrence_figure(*cooccurrence), out / "unit_phone_cooccurrence.png")
-        names.append("unit_phone_cooccurrence.png")
-    if excerpt is not None:
-        files, titles, wavs = zip(*excerpt.panels)
-        titles = [f"{excerpt.utt_id}: {t}" for t in titles]
-        fig = spectrogram_figure(wavs, titles, model.sample_rate, excerpt.units, model.frame_rate)
-        save_figure(fig, out / "resynthesis.png")
-        names.append("resynthesis.png")
-        (out / "audio").mkdir(exist_ok=True)
-        for name, wav in zip(files, wavs):
-            save_audio(out / "audio" / f"{excerpt.utt_id}_{name}.wav", wav, model.sample_rate)
-    return names
-
-
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the evaluation the parsed arguments describe; write everything into args.out; return the metrics."""
-    torch.manual_seed(args.seed)  # model.decode samples from the global generator
-    model = VQVAE.from_checkpoint(args.checkpoint, resolve_device(args.device))
-    ckpt = {"config": model.config, "step": model.step}
-    if args.files:
-        set_ = file_set(args.files)
-    else:
-        data = data_config(ckpt["config"], args.data, args.overrides)
-        set_ = corpus_set(data, args.split, int(ckpt["config"].get("seed", 0)))
-    set_.utterances = set_.utterances[: args.max_utterances]
-    alignment_dir = Path(args.alignments) if args.alignments else None
-    if alignment_dir is None and set_.root is not None and (set_.root / "alignments").is_dir():
-        alignment_dir = set_.root / "alignments"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    totals, excerpt = evaluate_set(model, set_, args)
-    if not totals.codes:
-        raise ValueError(f"no utterance of {set_.description} could be evaluated "
-                         f"(unreadable, or shorter than {MIN_SAMPLES} samples)")
-    m: dict[str, Any] = {
-        "checkpoint": {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint), "step": ckpt["step"],
-                       "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
-                       "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
-        "data": {"source": set_.description, "n_utterances": len(totals.codes),
-                 "n_speakers": len({u.speaker for u in totals.utterances.values()}),
-                 "seconds": totals.n_samples / model.sample_rate, "too_short": totals.too_short,
-                 "fallback_speaker_utterances": totals.fallback_speakers},
-        **set_metrics(model, totals),
-        "units": None,
-        "posterior": summarize(totals.probes, model.codebook_size) if totals.probes else None,
-    }
-    alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
-    cooccurrence = None
-    if alignments:
-        units, counts, phones = unit_quality(totals, alignments, model.codebook_size, model.frame_rate, args)
-        m["units"], cooccurrence = {"alignments": str(alignment_dir), **units}, (counts, phones)
-    elif alignment_dir is not None:
-        if args.alignments:
-            raise ValueError(f"--alignments {alignment_dir}: no alignment for any evaluated utterance "
-                             f"(ids look like {next(iter(totals.codes))!r})")
-        log.warning("%s holds no alignment for the evaluated utterances: no unit-quality metrics", alignment_dir)
-    m["figures"] = write_figures(model, out, totals, m["codebook"]["perplexity"], excerpt, cooccurrence)
-    with atomic_write(out / "metrics.json") as f:
-        json.dump(m, f, indent=2)
-    with atomic_write(out / "report.md") as f:
-        f.write(markdown_report(m))
-    return m
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point `audio-vqvae-eval`."""
-    args = parse_args(argv)
-    m = run_app("audio-vqvae-eval", lambda: evaluate(args))
-    print_table(report_rows(m))
-    print(f"wrote metrics.json, report.md and {', '.join(m['figures'])} to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

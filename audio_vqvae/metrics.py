@@ -1,4 +1,5 @@
-"""Evaluation metrics as pure numpy functions: unit/phone agreement, bitrates, ELBO bookkeeping, ABX, spectral distances.
+"""Evaluation metrics as pure functions: unit/phone agreement, bitrates, ELBO bookkeeping, ABX, spectral distances,
+mel-cepstral distortion and F0 agreement.
 
 Unit and label sequences are int arrays at the latent frame rate; a phone label of -1 means "ignore this frame".
 """
@@ -9,25 +10,19 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Literal
 
+import librosa
 import numba
 import numpy as np
 import torch
 import torchaudio
+
+from .unitfile import run_length_encode
 
 
 def _entropy(counts: np.ndarray) -> float:
     """Shannon entropy in nats of the distribution proportional to `counts` (zeros allowed)."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
-
-
-def run_length_encode(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[T] -> (values [N], lengths [N]) of its runs of equal symbols, np.repeat(values, lengths) == seq:
-    [1, 1, 2, 2, 1] -> ([1, 2, 1], [2, 2, 1])."""
-    if seq.size == 0:
-        return seq, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
-    return seq[starts], np.diff(np.r_[starts, seq.size])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -301,13 +296,6 @@ def _mel(sample_rate: int, n_mels: int, n_fft: int, hop_length: int) -> torchaud
     return torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
 
 
-@lru_cache(maxsize=8)
-def _mfcc(sample_rate: int, n_mfcc: int, n_mels: int, n_fft: int, hop_length: int) -> torchaudio.transforms.MFCC:
-    """MFCC transform on the natural log of the power mel spectrogram (orthonormal DCT-II), cached per configuration."""
-    melkwargs = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
-    return torchaudio.transforms.MFCC(sample_rate, n_mfcc=n_mfcc, log_mels=True, melkwargs=melkwargs)
-
-
 def _mono(wav: np.ndarray) -> torch.Tensor:
     """A mono waveform [T] as a float32 tensor; error for any other shape."""
     wav = np.asarray(wav, dtype=np.float32)
@@ -333,16 +321,91 @@ def log_mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int, n_mels:
     return float(diff.abs().mean())
 
 
-def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sample_rate: int, n_mfcc: int = 13, n_mels: int = 80,
-                            n_fft: int = 1024, hop_length: int = 256) -> float:
-    """MCD in dB: 10 / ln 10 * sqrt(2 * sum_{d>=1} (c_d - c'_d)^2) averaged along the DTW alignment of the frames.
+MCEP_ORDER = 24
+"""Mel-cepstrum order (c1..c24 are compared): the usual setting of MCD in voice conversion (e.g. ESPnet, VCC)."""
+FRAME_PERIOD_MS = 5.0
+"""WORLD analysis frame period."""
+MCD_CONSTANT = 10.0 * math.sqrt(2.0) / math.log(10.0)
+"""dB per unit of Euclidean mel-cepstral distance: MCD = 10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2)."""
 
-    Cepstra are torchaudio MFCCs of the natural log of the mel *amplitude* (half the log power), c0 (energy)
-    excluded; the two signals are aligned by DTW, not cropped. Comparable across runs of this library, not to SPTK
-    mel-cepstrum MCD figures (which use a different frequency warping and cepstral order).
+
+def mel_cepstrum(wav: np.ndarray, sample_rate: int, order: int = MCEP_ORDER) -> np.ndarray:
+    """Mono wav [T] -> mel-cepstra [frames, order + 1] the way MCD is usually computed: WORLD's spectral envelope
+    (pyworld: DIO F0 + StoneMask + CheapTrick) warped with SPTK's all-pass constant for the rate (pysptk.sp2mc)."""
+    x = np.asarray(wav, dtype=np.float64)
+    import pysptk  # imported here: it loads pkg_resources (a deprecation warning) and only MCD needs it
+    import pyworld
+
+    f0, t = pyworld.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)
+    f0 = pyworld.stonemask(x, f0, t, sample_rate)
+    envelope = pyworld.cheaptrick(x, f0, t, sample_rate)
+    return pysptk.sp2mc(envelope, order=order, alpha=pysptk.util.mcepalpha(sample_rate))
+
+
+def mcd_from_cepstra(ref: np.ndarray, est: np.ndarray) -> float:
+    """Mel-cepstral distortion in dB between mel-cepstra [N, D] and [M, D], c0 (energy) excluded: the frames are
+    aligned by DTW on the Euclidean distance of c1.. (librosa.sequence.dtw) and the per-frame MCD is averaged
+    along the path."""
+    if len(ref) == 0 or len(est) == 0:
+        raise ValueError("mcd_from_cepstra: need at least one frame on each side")
+    a, b = np.asarray(ref, np.float64)[:, 1:], np.asarray(est, np.float64)[:, 1:]
+    dist = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    _, path = librosa.sequence.dtw(C=dist)
+    return float(MCD_CONSTANT * dist[path[:, 0], path[:, 1]].mean())
+
+
+def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """MCD in dB of an estimated waveform against its reference (mel_cepstrum + mcd_from_cepstra), comparable to
+    the dB figures of the voice-conversion literature (typically 4-10 dB)."""
+    return mcd_from_cepstra(mel_cepstrum(ref, sample_rate), mel_cepstrum(est, sample_rate))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# F0 agreement of a resynthesis with its source
+
+F0_MIN_HZ = 50.0
+"""pYIN search range, low end: below any adult speaking voice."""
+F0_MAX_HZ = 500.0
+"""pYIN search range, high end: above women's and children's speaking F0."""
+F0_FRAME_S = 0.064
+"""pYIN window: 64 ms holds three periods of F0_MIN_HZ."""
+F0_HOP_S = 0.010
+"""pYIN frame step."""
+GROSS_ERROR = 0.2
+"""A voiced frame's F0 is a gross error when it is more than 20 % off the source's (the usual GPE threshold)."""
+
+
+def f0_track(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F0 in Hz [frames] with NaN where unvoiced, voiced flags [frames]) of a mono wav by librosa.pyin."""
+    f0, voiced, _ = librosa.pyin(np.asarray(wav, dtype=np.float32), fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate,
+                                 frame_length=round(F0_FRAME_S * sample_rate), hop_length=round(F0_HOP_S * sample_rate))
+    return f0, voiced
+
+
+def f0_agreement_from_tracks(ref_f0: np.ndarray, ref_voiced: np.ndarray, est_f0: np.ndarray,
+                             est_voiced: np.ndarray) -> dict[str, float | int | None]:
+    """Frame-by-frame F0 agreement (the tracks are cropped to the shorter; a resynthesis keeps its source's timing).
+
+    voicing_agreement: share of frames with the same voiced/unvoiced decision. On frames voiced in both:
+    gross_pitch_error (share more than GROSS_ERROR off), f0_correlation (Pearson, of log F0) and f0_rmse_cents.
     """
-    mfcc = _mfcc(sample_rate, n_mfcc, n_mels, n_fft, hop_length)
-    with torch.no_grad():
-        ref_c, est_c = (0.5 * mfcc(_mono(x))[1:].T.double() for x in (ref, est))  # [frames, n_mfcc - 1], log amplitude
-        dist = torch.cdist(ref_c, est_c, compute_mode="donot_use_mm_for_euclid_dist").numpy()
-    return dtw_distance(10.0 / math.log(10.0) * math.sqrt(2.0) * dist)
+    n = min(len(ref_f0), len(est_f0))
+    rv, ev = np.asarray(ref_voiced[:n], bool), np.asarray(est_voiced[:n], bool)
+    both = rv & ev
+    out: dict[str, float | int | None] = {"frames": n, "voiced_frames": int(both.sum()),
+                                          "voicing_agreement": float(np.mean(rv == ev)) if n else None,
+                                          "gross_pitch_error": None, "f0_correlation": None, "f0_rmse_cents": None}
+    if both.sum() == 0:
+        return out
+    r, e = np.asarray(ref_f0[:n])[both], np.asarray(est_f0[:n])[both]
+    cents = 1200.0 * np.log2(e / r)
+    out["gross_pitch_error"] = float(np.mean(np.abs(e - r) > GROSS_ERROR * r))
+    out["f0_rmse_cents"] = float(np.sqrt(np.mean(cents ** 2)))
+    if both.sum() >= 2 and np.std(r) > 0 and np.std(e) > 0:
+        out["f0_correlation"] = float(np.corrcoef(np.log(r), np.log(e))[0, 1])
+    return out
+
+
+def f0_agreement(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float | int | None]:
+    """F0 agreement of a resynthesis with its source waveform (f0_track + f0_agreement_from_tracks)."""
+    return f0_agreement_from_tracks(*f0_track(ref, sample_rate), *f0_track(est, sample_rate))

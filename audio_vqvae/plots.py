@@ -15,7 +15,7 @@ import torch
 
 from .io import atomic_write
 from .metrics import log_mel as natural_log_mel
-from .metrics import run_length_encode
+from .unitfile import run_length_encode
 
 TOP_DB = 80.0
 MAX_UNIT_LABELS = 80  # unit runs labelled with their id under a spectrogram; more would overlap

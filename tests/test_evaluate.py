@@ -1,4 +1,4 @@
-"""audio-vqvae-eval on a tiny checkpoint and a tiny generated corpus with phone alignments."""
+"""The evaluation library on a tiny checkpoint and a tiny generated corpus with phone alignments."""
 import json
 import math
 from pathlib import Path
@@ -8,12 +8,21 @@ from helpers import SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
-from audio_vqvae.evaluate import main
+from audio_vqvae.evaluate import (
+    EvalOptions,
+    comparison,
+    corpus_set,
+    data_config,
+    evaluate_checkpoint,
+    file_set,
+    sentence_of,
+    trained_speakers,
+)
+from audio_vqvae.model import VQVAE
 
 PHONES = ["a", "b", "c", "d"]
 SECONDS = 0.4
-FAST = ["--n-sampled", "1", "--sampled-seconds", "0.07", "--abx-triplets", "60", "--posterior-positions", "3",
-        "--device", "cpu"]
+FAST = EvalOptions(n_resynth=1, n_convert=1, resynth_seconds=0.07, abx_triplets=60, posterior_positions=3)
 
 
 def write_corpus(root: Path, speakers=SPEAKERS[:2], per_speaker: int = 2) -> list[str]:
@@ -43,82 +52,82 @@ def finite_numbers(node) -> list[float]:
     return []
 
 
-def test_eval_on_plain_files_writes_consistent_metrics_and_figures(tmp_path, capsys):
-    ids = write_corpus(tmp_path / "corpus")
+def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_path):
+    root = tmp_path / "corpus"
+    ids = write_corpus(root)
     ckpt = make_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "eval"
-    main([str(ckpt), "--files", str(tmp_path / "corpus"), "--out", str(out), *FAST])
-
-    m = json.loads((out / "metrics.json").read_text())
+    m = evaluate_checkpoint(VQVAE.from_checkpoint(str(ckpt)), str(ckpt), file_set([str(root)]), out, FAST,
+                            root / "alignments")
+    assert m == json.loads((out / "metrics.json").read_text())
     finite_numbers(m)
-    sections = {"checkpoint", "data", "elbo", "bitrate", "codebook", "resynthesis", "units", "posterior", "figures"}
-    assert set(m) == sections
-    assert m["data"]["n_utterances"] == len(ids) and m["data"]["fallback_speaker_utterances"] == 0
+    assert set(m) == {"checkpoint", "data", "elbo", "bitrate", "codebook", "teacher_forced_log_mel_distance",
+                      "posterior", "units", "speaker_probe", "resynthesis", "figures"}
+    d = m["data"]
+    assert d["n_utterances"] == len(ids) and d["speakers"] == list(SPEAKERS[:2]) and d["unknown_to_decoder"] == []
     e, K, hop = m["elbo"], 16, 16
-    assert e["n_samples"] == len(ids) * int(SECONDS * 16000) // hop * hop
-    assert e["n_latents"] * hop == e["n_samples"]
+    assert e["n_samples"] == len(ids) * int(SECONDS * 16000) // hop * hop and e["n_latents"] * hop == e["n_samples"]
     assert e["kl_nats"] == pytest.approx(e["n_latents"] * math.log(K))
     assert e["bits_per_sample"] * math.log(2) * e["n_samples"] == pytest.approx(e["nll_nats"] + e["kl_nats"], rel=1e-9)
-    assert e["nats_per_second"] == pytest.approx(e["neg_elbo_nats"] / m["data"]["seconds"])
-    assert m["bitrate"]["latent_bits_per_second"] == pytest.approx(16000 / hop * math.log2(K))
-    assert 0 < m["bitrate"]["entropy_bits_per_second"] <= m["bitrate"]["latent_bits_per_second"] + 1e-9
-    assert 1 <= m["codebook"]["perplexity"] <= m["codebook"]["used_codes"] <= K
-    assert m["resynthesis"]["teacher_forced"]["n"] == len(ids) and m["resynthesis"]["sampled"]["n"] == 1
 
     u = m["units"]
-    assert u["n_utterances"] == len(ids) and u["n_phones"] == len(PHONES)
-    assert 0 < u["phone_purity"] <= 1 and 0 < u["cluster_purity"] <= 1 and 0 <= u["pnmi"] <= 1
-    for kind in ("units", "continuous"):
-        for mode in ("within", "across"):
-            assert 0 <= u["abx"][kind][mode] <= 1
-    assert 0 < u["abx"]["triplets"]["within"] <= 60
-
-    p = m["posterior"]
-    assert p["n_positions"] == 3 and 0 <= p["argmax_agreement"] <= 1
-    assert 0 <= p["entropy_nats"] <= math.log(K) + 1e-6 and p["kl_nats"] >= 0
-
-    assert m["figures"] == ["codebook_usage.png", "unit_phone_cooccurrence.png", "resynthesis.png"]
+    assert u["baseline"]["fitted_on"].startswith("the scored audio") and u["baseline"]["n_units"] == 64
+    for side in ("model", "baseline"):
+        s = u[side]
+        assert 0 < s["entropy_bits_per_second"] and s["speaker_leakage"]["n_utterances"] == len(ids)
+        assert 0 <= s["stability"]["gain_+6dB"]["frame_agreement"] <= 1
+        assert s["phones"]["n_phones"] == len(PHONES) and 0 <= s["phones"]["pnmi"] <= 1
+        assert 0 <= s["phones"]["abx"]["within"] <= 1
+    assert u["model"]["entropy_bits_per_second"] <= m["bitrate"]["latent_bits_per_second"] + 1e-9
+    assert [r["beats_baseline"] in (True, False, None) for r in u["comparison"]]
+    assert m["speaker_probe"] is None  # no training split
+    r = m["resynthesis"]
+    assert r["self"]["n"] == 1 and r["conversion"]["n"] == 1 and r["self"]["mcd_db"] >= 0
+    assert 0 <= r["self"]["round_trip_agreement"] <= 1 and "f0_voicing_agreement" in r["self"]
+    assert r["conversion"]["utterances"][0]["target"] != r["conversion"]["utterances"][0]["source"]
+    assert m["figures"] == ["codebook_usage.png", "unit_phone_cooccurrence.png", "excerpt.png", "resynthesis.png"]
     for name in m["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((out / "audio").glob("*.wav"))) == 4  # original, teacher-forced, sampled, converted
     report = (out / "report.md").read_text()
-    assert "-ELBO (bits per sample)" in report and "resynthesis.png" in report
-    assert all(line.count("|") == 3 for line in report.splitlines() if line.startswith("|"))
-    assert "code entropy bitrate" in capsys.readouterr().out
+    assert "beats baseline" in report and f"{len(ids)} utterances" in report
+    assert all(line.count("|") in (3, 5) for line in report.splitlines() if line.startswith("|"))
 
 
-def test_eval_with_a_folder_data_config_and_overrides(tmp_path):
-    """`--data folder data.root=...` is composed with Hydra; without an alignments dir there is no unit section."""
+def test_held_out_speakers_get_no_elbo_and_the_probe_is_trained_on_the_training_split(tmp_path, data_cfg):
     root = tmp_path / "corpus"
-    write_corpus(root, per_speaker=1)
-    align = tmp_path / "aligns"
-    (root / "alignments").rename(align)
-    ckpt = make_checkpoint(tmp_path / "tiny.pt")
-    out = tmp_path / "eval"
-    main([str(ckpt), "--data", "folder", f"data.root={root}", "data.cache=false", "--split", "all", "--out", str(out),
-          "--n-sampled", "0", "--posterior-positions", "0", "--device", "cpu"])
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["data"]["source"] == "folder (all split)" and m["data"]["n_utterances"] == 2
-    assert m["units"] is None and m["posterior"] is None and m["resynthesis"]["sampled"] is None
-    assert m["figures"] == ["codebook_usage.png", "resynthesis.png"]
-
-
-def test_eval_defaults_to_the_held_out_speakers_of_the_checkpoint_data_config(tmp_path, data_cfg):
-    root = tmp_path / "corpus"
-    write_corpus(root, speakers=SPEAKERS, per_speaker=2)
-    data = data_cfg("folder", root=str(root), cache=False, held_out_speakers=[SPEAKERS[2]])
+    write_corpus(root, speakers=SPEAKERS, per_speaker=3)
+    data = data_cfg("folder", root=str(root), cache=False, held_out_speakers=[SPEAKERS[2]], val_per_speaker=1)
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "tiny.pt"))
     config = {**ckpt["config"], "data": OmegaConf.to_container(data, resolve=True), "seed": 3}
     save_checkpoint(tmp_path / "run.pt", ckpt["model"], config, ckpt["speakers"], step=7)
-    out = tmp_path / "eval"
-    main([str(tmp_path / "run.pt"), "--out", str(out), "--n-sampled", "0", "--posterior-positions", "0"])
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["data"]["source"] == "folder (held_out split)" and m["checkpoint"]["step"] == 7
-    assert m["data"]["n_utterances"] == 2 and m["data"]["n_speakers"] == 1
-    assert m["units"]["n_utterances"] == 2  # folder ids are <speaker>_<stem>; alignments are found by file stem
+    model = VQVAE.from_checkpoint(str(tmp_path / "run.pt"))
+    set_ = corpus_set(data_config(model.config, None, []), "auto", 3)
+    assert set_.description == "folder (test split)" and {u.speaker for u in set_.utterances} == {SPEAKERS[2]}
+    assert trained_speakers(model, set_.train) == list(SPEAKERS[:2])  # the held-out row is never trained
+    m = evaluate_checkpoint(model, str(tmp_path / "run.pt"), set_, tmp_path / "eval",
+                            EvalOptions(n_resynth=1, n_convert=1, resynth_seconds=0.07, posterior_positions=0),
+                            root / "alignments")
+    assert m["data"]["unknown_to_decoder"] == [SPEAKERS[2]] and m["elbo"] is None and m["posterior"] is None
+    assert m["units"]["baseline"]["fitted_on"] == "training split (4 utterances)"
+    assert m["speaker_probe"]["natural_val_utterances"] == 2
+    assert m["resynthesis"]["self"]["utterances"][0]["source"] in SPEAKERS[:2]
+    conv = m["resynthesis"]["conversion"]
+    assert conv["utterances"][0]["target"] in SPEAKERS[:2] and conv["probe_says_source"] is None
 
 
-def test_eval_refuses_a_checkpoint_without_data_config_and_no_data(tmp_path):
-    ckpt = make_checkpoint(tmp_path / "tiny.pt")
-    with pytest.raises(SystemExit, match="audio-vqvae-eval: error: the checkpoint stores no data config"):
-        main([str(ckpt), "--out", str(tmp_path / "eval")])
+def test_unknown_data_override_keys_are_an_error():
+    cfg = {"data": {"name": "demo", "root": "x"}}
+    assert data_config(cfg, None, ["data.root=y"]).root == "y"
+    with pytest.raises(ValueError, match="unknown data config key data.rooot"):
+        data_config(cfg, None, ["data.rooot=y"])
+    with pytest.raises(ValueError, match="stores no data config"):
+        data_config({}, None, [])
+
+
+def test_comparison_and_sentence_groups():
+    rows = comparison({"phones": {"pnmi": 0.5}, "entropy_bits_per_second": 100.0},
+                      {"phones": {"pnmi": 0.4}, "entropy_bits_per_second": 90.0})
+    by = {r["measure"]: r["beats_baseline"] for r in rows}
+    assert by["PNMI"] is True and by["entropy bitrate (bits/s)"] is False and by["ABX within, units"] is None
+    from audio_vqvae.data import Utterance
+    assert sentence_of(Utterance("us_m_011", "p", "us_m", 1.0)) == "011"

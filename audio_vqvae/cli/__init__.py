@@ -1,2 +1,2 @@
-"""Thin console apps (argument parsing + library calls): `audio-vqvae-units`, `audio-vqvae-generate`. No app imports
-another; what they share lives in `cli.common` and the library."""
+"""Thin console apps (argument parsing + library calls): `audio-vqvae-train`, `-units`, `-generate`, `-eval`.
+No app imports another; what they share lives in `cli.common` and the library."""

@@ -1,0 +1,25 @@
+"""audio-vqvae-eval: arguments to the library call, and the printed report."""
+import json
+
+import pytest
+from helpers import make_checkpoint
+from test_evaluate import write_corpus
+
+from audio_vqvae.cli.eval import main
+
+
+def test_eval_cli_on_files(tmp_path, capsys):
+    write_corpus(tmp_path / "corpus", per_speaker=1)
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "eval"
+    main([str(ckpt), "--files", str(tmp_path / "corpus"), "--out", str(out), "--n-resynth", "0", "--n-convert", "0",
+          "--posterior-positions", "0", "--device", "cpu"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["n_utterances"] == 2 and m["resynthesis"] == {"self": None, "conversion": None}
+    assert "beats baseline" in capsys.readouterr().out
+
+
+def test_eval_cli_refuses_a_checkpoint_without_data_config(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    with pytest.raises(SystemExit, match="audio-vqvae-eval: error: the checkpoint stores no data config"):
+        main([str(ckpt), "--out", str(tmp_path / "eval")])
