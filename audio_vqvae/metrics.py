@@ -346,3 +346,37 @@ def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sample_rate: int, 
         ref_c, est_c = (0.5 * mfcc(_mono(x))[1:].T.double() for x in (ref, est))  # [frames, n_mfcc - 1], log amplitude
         dist = torch.cdist(ref_c, est_c, compute_mode="donot_use_mm_for_euclid_dist").numpy()
     return dtw_distance(10.0 / math.log(10.0) * math.sqrt(2.0) * dist)
+
+
+class ELBOAccumulator:
+    """Sums a VQ-VAE's forward outputs over a set (NLL nats, samples, latents, code counts [K]) and turns them into
+    the set's reconstruction nats/sample, -ELBO bits/sample, perplexity and used codes: one definition for
+    validation and evaluation."""
+
+    def __init__(self) -> None:
+        self.nll = 0.0
+        self.n_samples = 0
+        self.n_latents = 0
+        self.counts: torch.Tensor | None = None
+
+    def add(self, output) -> None:
+        """Add one forward's sums (a model.VQVAEOutput: nll, n_samples, n_latents, counts [K])."""
+        counts = output.counts.detach().double().cpu()
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.nll += float(output.nll)
+        self.n_samples += int(output.n_samples)
+        self.n_latents += int(output.n_latents)
+
+    def result(self, codebook_size: int, sample_rate: int) -> dict[str, float]:
+        """reconstruction_loss (nats/sample), bits_per_sample (-ELBO), perplexity, used_codes; empty set -> error."""
+        if self.counts is None or self.n_samples == 0:
+            raise ValueError("ELBOAccumulator: no samples were added")
+        from .quantizer import perplexity
+
+        terms = elbo_terms(self.nll, self.n_samples, self.n_latents, codebook_size, sample_rate)
+        return {
+            "reconstruction_loss": self.nll / self.n_samples,
+            "bits_per_sample": terms["bits_per_sample"],
+            "perplexity": float(perplexity(self.counts)),
+            "used_codes": int((self.counts > 0).sum()),
+        }

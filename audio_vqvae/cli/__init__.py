@@ -1,0 +1,1 @@
+"""Thin console apps over the library: argument parsing, then one library call."""
