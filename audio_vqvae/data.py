@@ -394,7 +394,7 @@ def _sentence_of(pattern: str | None) -> Callable[[str], str]:
     return key
 
 
-def _held_out_sentences(keys: list[str], spec: int | float | Sequence[str], rng: random.Random) -> set[str]:
+def _held_out_sentences(keys: list[str], spec: float | Sequence[str], rng: random.Random) -> set[str]:
     """data.held_out_sentences (a count, a fraction in (0, 1), or keys) -> a set of sentence keys drawn from `keys`."""
     if isinstance(spec, float):
         if not 0 < spec < 1:

@@ -56,7 +56,7 @@ def code_version() -> dict[str, str]:
     try:
         root = Path(__file__).resolve().parent.parent
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
         )
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()

@@ -177,12 +177,12 @@ class Preemption:
         self.requested = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    def __enter__(self) -> Preemption:
+    def __enter__(self) -> Preemption:  # noqa: PYI034 (typing.Self needs Python 3.11; we support 3.10)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 

@@ -16,7 +16,6 @@ from audio_vqvae.model import VQVAE
 from audio_vqvae.trainer import train
 
 
-
 def poison_one_batch(rank: int) -> None:
     """Make this rank's third training loss NaN."""
     forward, calls = VQVAE.forward, {"n": 0}
@@ -29,7 +28,7 @@ def poison_one_batch(rank: int) -> None:
                 out.loss = out.loss * float("nan")
         return out
 
-    if rank == int(os.environ.get("NAN_ON_RANK", -1)):
+    if rank == int(os.environ.get("NAN_ON_RANK", "-1")):
         VQVAE.forward = forward_with_nan
 
 

@@ -155,11 +155,14 @@ def test_split_held_out_speakers_and_validation(data_cfg):
         split_corpus(corpus, data_cfg("demo", held_out_speakers=["nobody"]), seed=0)
 
 
+def key(utt: Utterance) -> str:
+    return utt.id.rsplit("_", 1)[1]
+
+
 def test_split_holds_out_sentences_as_well_as_speakers(data_cfg):
     corpus = corpus_of(5, 6)  # ids s<k>_<nn>: sentence key nn, every speaker says sentences 00..05
     cfg = data_cfg("demo", held_out_speakers=2, val_per_speaker=1, sentence_key=r"_(\d+)$", held_out_sentences=2)
     split = split_corpus(corpus, cfg, seed=3)
-    key = lambda u: u.id.rsplit("_", 1)[1]  # noqa: E731
     held_sentences = {key(u) for u in split.test}
     held_speakers = {u.speaker for u in split.test}
     assert len(held_sentences) == 2 and len(held_speakers) == 2 and len(split.test) == 4  # unseen x unseen only
