@@ -17,7 +17,7 @@ import operator
 import os
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -363,13 +363,59 @@ def _held_out(speakers: list[str], spec: int | Sequence[str], rng: random.Random
     return set(spec)
 
 
-def split_corpus(
-    corpus: Corpus, cfg: DictConfig, seed: int
-) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
-    """(train, val, held-out-speaker) utterances, each sorted by id; the same for the same corpus, config and seed.
+@dataclass(frozen=True)
+class Split:
+    """A corpus split, each list sorted by id. `test`: held-out speakers' utterances (of held-out sentences only, when
+    data.held_out_sentences holds some), so evaluation sees unseen speakers and, optionally, unseen sentences."""
+
+    train: list[Utterance]
+    val: list[Utterance]
+    test: list[Utterance]
+
+    def __iter__(self) -> Iterator[list[Utterance]]:
+        """Unpacks as (train, val, test), like the tuple split_corpus returned before (callers not yet switched)."""
+        return iter((self.train, self.val, self.test))
+
+
+def _sentence_of(pattern: str | None) -> Callable[[str], str]:
+    """data.sentence_key (a regex with one group, searched in the utterance id) -> id -> sentence key."""
+    if pattern is None:
+        return lambda utt_id: utt_id
+    regex = re.compile(pattern)
+    if regex.groups != 1:
+        raise ValueError(f"data.sentence_key: {pattern!r} needs exactly one group, e.g. '_(\\d+)$'")
+
+    def key(utt_id: str) -> str:
+        m = regex.search(utt_id)
+        if m is None:
+            raise ValueError(f"data.sentence_key: {pattern!r} does not match utterance id {utt_id!r}")
+        return m.group(1)
+
+    return key
+
+
+def _held_out_sentences(keys: list[str], spec: float | Sequence[str], rng: random.Random) -> set[str]:
+    """data.held_out_sentences (a count, a fraction in (0, 1), or keys) -> a set of sentence keys drawn from `keys`."""
+    if isinstance(spec, float):
+        if not 0 < spec < 1:
+            raise ValueError(f"data.held_out_sentences: {spec} must be a count, a fraction in (0, 1) or a list of keys")
+        spec = round(spec * len(keys))
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not 0 <= spec < len(keys):
+            raise ValueError(f"data.held_out_sentences: {spec} must be in [0, {len(keys)}): the held-out speakers "
+                             f"say {len(keys)} sentences")
+        return set(rng.sample(keys, spec))
+    return {str(k) for k in spec}
+
+
+def split_corpus(corpus: Corpus, cfg: DictConfig, seed: int) -> Split:
+    """Train / val / test utterances; the same for the same corpus, config and seed.
 
     Validation takes data.val_per_speaker utterances (an int, or a fraction in (0, 1)) of every training speaker,
     always leaving that speaker at least one training utterance. Held-out speakers stay in the speaker map.
+    data.held_out_sentences (drawn from the sentences the held-out speakers say, or from all sentences when no
+    speaker is held out; a sentence is data.sentence_key of the id) are removed from train and val, and then only
+    the held-out speakers' utterances of those sentences form the test set.
     """
     rng = random.Random(seed)
     held = _held_out(corpus.speakers, cfg.held_out_speakers, rng)
@@ -377,23 +423,39 @@ def split_corpus(
     is_count = isinstance(per_speaker, int) and not isinstance(per_speaker, bool) and per_speaker >= 0
     if not (is_count or isinstance(per_speaker, float) and 0 < per_speaker < 1):
         raise ValueError(f"data.val_per_speaker: {per_speaker!r} must be a count >= 0 or a fraction in (0, 1)")
+    sentence = _sentence_of(cfg.get("sentence_key"))
+    pool = [u for u in corpus.utterances if u.speaker in held] or corpus.utterances
+    sentences = _held_out_sentences(sorted({sentence(u.id) for u in pool}), cfg.get("held_out_sentences") or [], rng)
     by_speaker: dict[str, list[Utterance]] = {}
     for u in corpus.utterances:
         by_speaker.setdefault(u.speaker, []).append(u)
-    train, val, held_out = [], [], []
+    train, val, test = [], [], []
     for speaker in corpus.speakers:
         utts = by_speaker[speaker]
         if speaker in held:
-            held_out += utts
+            test += [u for u in utts if not sentences or sentence(u.id) in sentences]
             continue
-        utts = list(utts)
+        utts = [u for u in utts if sentence(u.id) not in sentences] if sentences else list(utts)
         rng.shuffle(utts)
         n = per_speaker if isinstance(per_speaker, int) else round(per_speaker * len(utts))
         n = min(n, len(utts) - 1)
         val += utts[:n]
         train += utts[n:]
     by_id = operator.attrgetter("id")
-    return sorted(train, key=by_id), sorted(val, key=by_id), sorted(held_out, key=by_id)
+    return Split(sorted(train, key=by_id), sorted(val, key=by_id), sorted(test, key=by_id))
+
+
+def drop_too_short(utterances: Sequence[Utterance], sample_rate: int, hop: int) -> tuple[list[Utterance], list[tuple[str, str]]]:
+    """(utterances of at least one latent frame, (path, reason) of the others): the rule the units CLI applies, so
+    training never pads a file that holds no frame of its own."""
+    kept, skipped = [], []
+    for u in utterances:
+        n = int(u.duration * sample_rate)
+        if n < hop:
+            skipped.append((u.path, f"too short: {n} samples at {sample_rate} Hz, less than one frame ({hop} samples)"))
+        else:
+            kept.append(u)
+    return kept, skipped
 
 
 # ---- skip report ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from .quantizer import perplexity
 from .unitfile import run_length_encode
 
 
@@ -409,3 +410,35 @@ def f0_agreement_from_tracks(ref_f0: np.ndarray, ref_voiced: np.ndarray, est_f0:
 def f0_agreement(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float | int | None]:
     """F0 agreement of a resynthesis with its source waveform (f0_track + f0_agreement_from_tracks)."""
     return f0_agreement_from_tracks(*f0_track(ref, sample_rate), *f0_track(est, sample_rate))
+
+
+class ELBOAccumulator:
+    """Sums a VQ-VAE's forward outputs over a set (NLL nats, samples, latents, code counts [K]) and turns them into
+    the set's reconstruction nats/sample, -ELBO bits/sample, perplexity and used codes: one definition for
+    validation and evaluation."""
+
+    def __init__(self) -> None:
+        self.nll = 0.0
+        self.n_samples = 0
+        self.n_latents = 0
+        self.counts: torch.Tensor | None = None
+
+    def add(self, output) -> None:
+        """Add one forward's sums (a model.VQVAEOutput: nll, n_samples, n_latents, counts [K])."""
+        counts = output.counts.detach().double().cpu()
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.nll += float(output.nll)
+        self.n_samples += int(output.n_samples)
+        self.n_latents += int(output.n_latents)
+
+    def result(self, codebook_size: int, sample_rate: int) -> dict[str, float]:
+        """reconstruction_loss (nats/sample), bits_per_sample (-ELBO), perplexity, used_codes; empty set -> error."""
+        if self.counts is None or self.n_samples == 0:
+            raise ValueError("ELBOAccumulator: no samples were added")
+        terms = elbo_terms(self.nll, self.n_samples, self.n_latents, codebook_size, sample_rate)
+        return {
+            "reconstruction_loss": self.nll / self.n_samples,
+            "bits_per_sample": terms["bits_per_sample"],
+            "perplexity": float(perplexity(self.counts)),
+            "used_codes": int((self.counts > 0).sum()),
+        }

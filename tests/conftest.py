@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+
+from audio_vqvae.configs import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +39,9 @@ def data_cfg() -> Callable[..., DictConfig]:
     """data_cfg(name, **overrides) -> the `data` node of configs/data/<name>.yaml with overrides (16 kHz model)."""
 
     def make(name: str, **overrides) -> DictConfig:
-        data = OmegaConf.merge(OmegaConf.load(REPO / "audio_vqvae" / "configs" / "data" / f"{name}.yaml"), overrides)
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            data = compose("train", overrides=[f"data={name}"]).data  # its defaults (data/base.yaml) applied
+        data = OmegaConf.merge(OmegaConf.to_container(data), overrides)
         return OmegaConf.create({"model": {"sample_rate": 16000}, "data": data}).data
 
     return make

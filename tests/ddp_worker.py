@@ -1,4 +1,9 @@
-"""Run by tests/test_train.py under torchrun: train with the given overrides, save this rank's final weights."""
+"""Run by tests/test_train.py under torchrun: train with the given overrides, save this rank's final weights.
+
+With NAN_ON_RANK=r, rank r's third training loss is NaN (only that rank sees a non-finite loss). A NaN input sample
+would not do: the decoder's mu-law classes of NaN are out of range (an IndexError before any loss).
+"""
+import os
 import sys
 from pathlib import Path
 
@@ -6,12 +11,31 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
-from audio_vqvae.train import train
+from audio_vqvae.configs import config_dir
+from audio_vqvae.model import VQVAE
+from audio_vqvae.trainer import train
+
+
+def poison_one_batch(rank: int) -> None:
+    """Make this rank's third training loss NaN."""
+    forward, calls = VQVAE.forward, {"n": 0}
+
+    def forward_with_nan(self, wav, speaker):
+        out = forward(self, wav, speaker)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                out.loss = out.loss * float("nan")
+        return out
+
+    if rank == int(os.environ.get("NAN_ON_RANK", "-1")):
+        VQVAE.forward = forward_with_nan
+
 
 if __name__ == "__main__":
+    poison_one_batch(int(os.environ["RANK"]))
     out = Path(sys.argv[1])
-    configs = Path(__file__).resolve().parents[1] / "audio_vqvae" / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=sys.argv[2:])
     model = train(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,12 @@ from audio_vqvae import data as data_module
 from audio_vqvae.data import (
     INDEX_NAME,
     SegmentDataset,
+    Split,
     Utterance,
     ValidationDataset,
     collate_segments,
     collate_utterances,
+    drop_too_short,
     load_corpus,
     split_corpus,
     worker_init_fn,
@@ -138,18 +140,54 @@ def corpus_of(n_speakers: int, n_utts: int, seconds: float = 2.0, path: str = "x
 
 def test_split_held_out_speakers_and_validation(data_cfg):
     corpus = corpus_of(5, 4)
-    train, val, held = split_corpus(corpus, data_cfg("demo", held_out_speakers=2, val_per_speaker=1), seed=7)
+    split = split_corpus(corpus, data_cfg("demo", held_out_speakers=2, val_per_speaker=1), seed=7)
+    train, val, held = split.train, split.val, split.test
     held_speakers = {u.speaker for u in held}
     assert len(held_speakers) == 2 and len(held) == 8
     assert len(val) == 3 and {u.speaker for u in val} == {u.speaker for u in train}
     assert {u.speaker for u in train} == set(corpus.speakers) - held_speakers
     assert len(train) == 9 and not {u.id for u in train} & {u.id for u in val}
-    assert (train, val, held) == split_corpus(corpus, data_cfg("demo", held_out_speakers=2, val_per_speaker=1), seed=7)
+    assert Split(train, val, held) == split_corpus(corpus, data_cfg("demo", held_out_speakers=2, val_per_speaker=1), 7)
     named = split_corpus(corpus, data_cfg("demo", held_out_speakers=["s1"], val_per_speaker=0.5), seed=0)
-    assert {u.speaker for u in named[2]} == {"s1"} and len(named[1]) == 8
-    assert len(split_corpus(corpus_of(2, 1), data_cfg("demo", val_per_speaker=3), 0)[0]) == 2  # keeps one to train
+    assert {u.speaker for u in named.test} == {"s1"} and len(named.val) == 8
+    assert len(split_corpus(corpus_of(2, 1), data_cfg("demo", val_per_speaker=3), 0).train) == 2  # keeps one to train
     with pytest.raises(ValueError, match=r"data.held_out_speakers: unknown speakers \['nobody'\]"):
         split_corpus(corpus, data_cfg("demo", held_out_speakers=["nobody"]), seed=0)
+
+
+def key(utt: Utterance) -> str:
+    return utt.id.rsplit("_", 1)[1]
+
+
+def test_split_holds_out_sentences_as_well_as_speakers(data_cfg):
+    corpus = corpus_of(5, 6)  # ids s<k>_<nn>: sentence key nn, every speaker says sentences 00..05
+    cfg = data_cfg("demo", held_out_speakers=2, val_per_speaker=1, sentence_key=r"_(\d+)$", held_out_sentences=2)
+    split = split_corpus(corpus, cfg, seed=3)
+    held_sentences = {key(u) for u in split.test}
+    held_speakers = {u.speaker for u in split.test}
+    assert len(held_sentences) == 2 and len(held_speakers) == 2 and len(split.test) == 4  # unseen x unseen only
+    seen = split.train + split.val
+    assert not {key(u) for u in seen} & held_sentences and not {u.speaker for u in seen} & held_speakers
+    assert len(split.train) + len(split.val) == 3 * 4 and len(split.val) == 3  # 3 speakers x 4 other sentences
+    assert split == split_corpus(corpus, cfg, seed=3)
+    assert held_speakers == {u.speaker for u in split_corpus(corpus, data_cfg("demo", held_out_speakers=2), 3).test}
+    listed = split_corpus(corpus, data_cfg("demo", sentence_key=r"_(\d+)$", held_out_sentences=["01"]), seed=0)
+    assert listed.test == [] and all(key(u) != "01" for u in listed.train + listed.val)
+    fraction = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=r"_(\d+)$",
+                                             held_out_sentences=0.5), seed=0)
+    assert len(fraction.test) == 3
+    no_key = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, held_out_sentences=["s0_00"]), seed=0)
+    assert [u.id for u in no_key.test] in ([], ["s0_00"])  # null sentence_key: each id is its own sentence
+    with pytest.raises(ValueError, match="data.sentence_key: .* does not match utterance id"):
+        split_corpus(corpus, data_cfg("demo", sentence_key=r"-(\d+)$", held_out_sentences=1), seed=0)
+    with pytest.raises(ValueError, match=r"data.held_out_sentences: 6 must be in \[0, 6\)"):
+        split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=r"_(\d+)$", held_out_sentences=6), 0)
+
+
+def test_files_shorter_than_one_latent_frame_are_dropped_with_a_reason():
+    utts = [Utterance("a", "a.wav", "s", 10 / 16000), Utterance("b", "b.wav", "s", 64 / 16000)]
+    kept, skipped = drop_too_short(utts, 16000, hop=64)
+    assert kept == utts[1:] and skipped == [("a.wav", "too short: 10 samples at 16000 Hz, less than one frame (64 samples)")]
 
 
 # ---- index cache -----------------------------------------------------------------------------------------------
@@ -306,8 +344,8 @@ def test_demo_corpus_loads_from_the_checkout(data_cfg, monkeypatch):
     assert len(corpus.speakers) >= 6 and sum(u.duration for u in corpus.utterances) >= 480
     assert corpus.skipped == [] and corpus.root == str(REPO / "datasets" / "demo")
     assert all((REPO / "datasets" / "demo" / "alignments" / f"{u.id}.tsv").is_file() for u in corpus.utterances)
-    train, val, held = split_corpus(corpus, cfg, seed=1234)
-    assert held == [] and len(val) == 2 * len(corpus.speakers)
+    split = split_corpus(corpus, cfg, seed=1234)
+    assert split.test == [] and len(split.val) == 2 * len(corpus.speakers)
     monkeypatch.chdir(REPO / "tests")
     message = r"data.root: .*tests/datasets/demo does not exist; run from the audio-vqvae checkout"
     with pytest.raises(FileNotFoundError, match=message):

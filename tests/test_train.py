@@ -1,11 +1,13 @@
-"""Training app: run directory, checkpoints, exact resume, refusal of unsafe files, non-finite steps, DDP."""
+"""Training library and app: run directory, checkpoints, exact resume, refusal of unsafe files, non-finite steps, DDP."""
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,14 @@ import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
 
-from audio_vqvae import train as train_mod
+from audio_vqvae import quantizer as quantizer_mod
+from audio_vqvae import trainer as train_mod
 from audio_vqvae.checkpoint import load_checkpoint
+from audio_vqvae.configs import config_dir
 from audio_vqvae.model import VQVAE
+from audio_vqvae.runs import resume_mode
 
-CONFIGS = Path(__file__).resolve().parents[1] / "audio_vqvae" / "configs"
+CONFIGS = config_dir()
 
 
 def make_corpus(root: Path, speakers: int = 3, utts: int = 4, seconds: float = 0.3) -> Path:
@@ -74,12 +79,56 @@ def test_existing_run_is_not_overwritten(tmp_path, corpus):
         train_mod.train(config(tmp_path, "trainer.max_steps=4", "trainer.resume=true", "model.quantizer.codebook_size=8"))
 
 
+def test_resume_modes(tmp_path, corpus):
+    with pytest.raises(FileNotFoundError, match="trainer.resume=always: no checkpoint"):
+        train_mod.train(config(tmp_path, "trainer.resume=always"))
+    train_mod.train(config(tmp_path, "trainer.resume=auto", "trainer.max_steps=2"))  # nothing there: starts
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    train_mod.train(config(tmp_path, "trainer.resume=auto", "trainer.max_steps=4"))  # a run there: continues it
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+    with pytest.raises(FileExistsError, match="trainer.resume=auto"):
+        train_mod.train(config(tmp_path, "trainer.resume=never"))
+    assert [resume_mode(v) for v in (True, False, None, "auto", "x.pt")] == ["always", "never", "never",
+                                                                                        "auto", "x.pt"]
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path, corpus):
+    train_mod.train(config(tmp_path, "trainer.max_steps=2"))
+    message = (r"was trained with world_size=1 trainer.batch_size=2, this run has world_size=1 trainer.batch_size=3; "
+               "resume needs the same values")
+    with pytest.raises(ValueError, match=message):
+        train_mod.train(config(tmp_path, "trainer.resume=auto", "trainer.max_steps=4", "trainer.batch_size=3"))
+
+
+def test_files_shorter_than_one_latent_frame_are_skipped_and_reported(tmp_path, corpus):
+    sf.write(corpus / "spk0" / "spk0_tiny.wav", np.full(10, 0.1, np.float32), 16000)
+    train_mod.train(config(tmp_path, "trainer.max_steps=1", "data.val_per_speaker=2"))
+    report = (tmp_path / "run" / "skipped.tsv").read_text()
+    assert "spk0_tiny.wav\ttoo short: 10 samples at 16000 Hz, less than one frame (16 samples)" in report
+
+
+def test_first_sigterm_asks_to_stop_a_second_one_is_not_caught():
+    def outer(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, outer)
+    try:
+        with train_mod.Preemption() as preemption:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert preemption.requested and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # next one kills
+        assert signal.getsignal(signal.SIGTERM) is outer  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Stop(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, corpus, monkeypatch):
-    full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}"))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, corpus, monkeypatch, workers):
+    """Exact resume, also with persistent DataLoader workers (they follow set_epoch through shared memory)."""
+    full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.num_workers={workers}"))
     forward = VQVAE.forward
     calls = {"n": 0}
 
@@ -92,10 +141,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, corpus, m
 
     monkeypatch.setattr(VQVAE, "forward", dying_forward)
     with pytest.raises(Stop):
-        train_mod.train(config(tmp_path / "b", f"data.root={corpus}"))
+        train_mod.train(config(tmp_path / "b", f"data.root={corpus}", f"trainer.num_workers={workers}"))
     monkeypatch.setattr(VQVAE, "forward", forward)
     assert load_checkpoint(tmp_path / "b" / "run" / "checkpoints" / "last.pt")["step"] == 4
-    resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=true"))
+    resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=true",
+                                     f"trainer.num_workers={workers}"))
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -108,7 +158,7 @@ def test_resume_after_sigkill(tmp_path, corpus):
     args = [f"data.root={corpus}", f"run_dir={tmp_path / 'run'}", "model=tiny", "data=folder", "data.segment_length=1024",
             "data.val_per_speaker=1", "data.val_max_seconds=0.25", "trainer.batch_size=2", "trainer.num_workers=0",
             "trainer.max_steps=400", "trainer.val_every=1000", "trainer.ckpt_every=1", "trainer.keep_last=0"]
-    proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.train", *args], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.cli.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     try:
@@ -117,8 +167,6 @@ def test_resume_after_sigkill(tmp_path, corpus):
                 break
             proc.poll()
             assert proc.returncode is None, "training exited early"
-            import time
-
             time.sleep(0.1)
     finally:
         proc.kill()
@@ -129,6 +177,35 @@ def test_resume_after_sigkill(tmp_path, corpus):
                  "trainer.ckpt_every=1", "trainer.keep_last=0", "trainer.val_every=1000")
     train_mod.train(cfg)
     assert load_checkpoint(last)["step"] == step + 2
+
+
+def test_sigterm_writes_last_checkpoint_and_resume_matches_uninterrupted_run(tmp_path, corpus):
+    """SIGTERM mid-run: the step in flight finishes, last.pt is written at it, the process exits 0; resume=auto then
+    reaches the same weights as a run that was never stopped (constant lr, so max_steps does not shape the run)."""
+    common = ["trainer.lr_schedule=constant", "trainer.warmup_steps=2", "trainer.val_every=1000", "trainer.keep_last=0"]
+    args = [f"data.root={corpus}", f"run_dir={tmp_path / 'b' / 'run'}", "model=tiny", "data=folder",
+            "data.segment_length=1024", "data.val_per_speaker=1", "data.val_max_seconds=0.25", "trainer.batch_size=2",
+            "trainer.num_workers=0", "trainer.max_steps=400", "trainer.ckpt_every=2", "trainer.deterministic=true",
+            *common]
+    proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.cli.train", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "b" / "run" / "checkpoints" / "last.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while not (last.exists() and load_checkpoint(last)["step"] >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "training exited early or never checkpointed"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    step = load_checkpoint(last)["step"]
+    assert 2 <= step < 400 and not load_checkpoint(last)["resume"]["state"]["finished"]
+    resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=auto",
+                                     f"trainer.max_steps={step + 2}", *common))
+    full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.max_steps={step + 2}", *common))
+    assert_same_weights(full.state_dict(), resumed.state_dict())
 
 
 class Evil:
@@ -186,30 +263,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_path, corpus):
+def torchrun(tmp_path: Path, corpus: Path, *overrides: str, env: dict[str, str] | None = None) -> dict:
+    """Train with 2 gloo processes; returns each rank's final state dict (index = rank)."""
     out = tmp_path / "ranks"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", str(Path(__file__).with_name("ddp_worker.py")), str(out),
            "model=tiny", "data=folder", f"data.root={corpus}", "data.segment_length=1024", "data.val_per_speaker=1",
            "data.val_max_seconds=0.25", f"run_dir={tmp_path / 'run'}", "trainer.batch_size=2", "trainer.num_workers=0",
-           "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+           "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = torch.load(out / "rank0.pt", weights_only=True)
-    b = torch.load(out / "rank1.pt", weights_only=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k, value in a.items():
+        assert torch.equal(value, b[k]), k
+
+
+def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_path, corpus):
+    a, b = torchrun(tmp_path, corpus)
+    assert_same_weights(a, b)
     assert "quantizer.embed" in a and "quantizer.ema_cluster_size" in a
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
 
 
+def test_torchrun_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path, corpus):
+    """Only rank 1 sees a NaN loss: both ranks skip that step together (no hang in the gradient all-reduce)."""
+    a, b = torchrun(tmp_path, corpus, env={"NAN_ON_RANK": "1"})
+    assert_same_weights(a, b)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]
+    assert state["step"] == 4 and state["nonfinite_total"] == 1 and all(torch.isfinite(v).all() for v in a.values())
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_runs_and_keeps_the_codebook_float32(tmp_path, corpus, precision):
-    model = train_mod.train(config(tmp_path, f"trainer.precision={precision}", "trainer.max_steps=2",
-                                   "trainer.deterministic=false"))
-    assert model.quantizer.embed.dtype == torch.float32
+def test_mixed_precision_runs_and_keeps_the_codebook_float32(tmp_path, corpus, precision, monkeypatch):
+    """Autocast really lowers the decoder's convolutions, while the quantizer's distances stay float32."""
+    seen: dict[str, set] = {"conv": set(), "distances": set(), "loss": set()}
+    conv_forward, step = torch.nn.Conv1d.forward, train_mod.Trainer.train_step
+
+    def recording_conv(self, x):
+        out = conv_forward(self, x)
+        seen["conv"].add(out.dtype)
+        return out
+
+    def nearest(flat, codebook):
+        distances = torch.addmm(codebook.square().sum(1), flat, codebook.t(), alpha=-2.0)  # as quantizer._nearest
+        seen["distances"].add(distances.dtype)
+        return distances.argmin(1)
+
+    def recording_step(self, wav, speaker):
+        out = step(self, wav, speaker)
+        seen["loss"].add(out.loss.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv1d, "forward", recording_conv)
+    monkeypatch.setattr(quantizer_mod, "_nearest", nearest)
+    monkeypatch.setattr(train_mod.Trainer, "train_step", recording_step)
+    train_mod.train(config(tmp_path, f"trainer.precision={precision}", "trainer.max_steps=2",
+                           "trainer.deterministic=false"))
+    assert train_mod.autocast_dtype(precision) in seen["conv"]
+    assert seen["distances"] == {torch.float32} and seen["loss"] == {torch.float32}
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]
     assert state["state"]["step"] == 2 and "scaler" in state
 
@@ -219,3 +335,20 @@ def test_unknown_precision_and_device_are_named(tmp_path, corpus):
         train_mod.train(config(tmp_path, "trainer.precision=fp8"))
     with pytest.raises(ValueError, match="device=cuda:3"):
         train_mod.train(config(tmp_path, "device=cuda:3"))
+
+
+def test_validation_accumulator_sums_whole_set_elbo_and_perplexity():
+    from types import SimpleNamespace
+
+    from audio_vqvae.metrics import ELBOAccumulator, elbo_terms
+
+    total = ELBOAccumulator()
+    total.add(SimpleNamespace(nll=torch.tensor(100.0), n_samples=64, n_latents=4, counts=torch.tensor([4.0, 0, 0, 0])))
+    total.add(SimpleNamespace(nll=torch.tensor(60.0), n_samples=32, n_latents=2, counts=torch.tensor([0.0, 2, 0, 0])))
+    result = total.result(codebook_size=4, sample_rate=16000)
+    assert result["reconstruction_loss"] == pytest.approx(160 / 96)
+    assert result["bits_per_sample"] == pytest.approx(elbo_terms(160.0, 96, 6, 4, 16000)["bits_per_sample"])
+    assert result["perplexity"] == pytest.approx(np.exp(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3))))
+    assert result["used_codes"] == 2
+    with pytest.raises(ValueError, match="no samples"):
+        ELBOAccumulator().result(4, 16000)

@@ -1,0 +1,487 @@
+"""The solver: builds model, optimizer, scheduler, scaler and loaders from a run config, then trains with
+`train_step`, validates with `validate`, and saves/restores every state an exact resume needs (model, optimizer,
+scheduler, scaler, every rank's RNG, the sampler position, TrainState).
+
+A run directory holds: config.yaml (resolved), speakers.json, version.json, train.log, skipped.tsv (bad files),
+tb/ (TensorBoard events), checkpoints/{last,best,step-XXXXXXXX}.pt. SIGTERM (preemption) finishes the step in flight,
+writes last.pt and returns; with `trainer.resume=auto` the same command continues the run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import (
+    SegmentDataset,
+    Split,
+    ValidationDataset,
+    collate_segments,
+    drop_too_short,
+    load_corpus,
+    split_corpus,
+    worker_init_fn,
+    write_skip_report,
+)
+from .device import resolve_device
+from .distributed import Distributed
+from .metrics import ELBOAccumulator
+from .model import VQVAE, VQVAEOutput, sample_teacher_forced
+from .runs import keep_step_checkpoints, resume_checkpoint, run_identity, write_run_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The `trainer` config node, one field per key (configs/trainer/default.yaml documents each)."""
+
+    max_steps: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    lr_min_ratio: float
+    warmup_steps: int
+    adam_betas: tuple[float, float]
+    grad_clip: float
+    precision: str
+    compile: bool
+    num_workers: int
+    log_every: int
+    val_every: int
+    val_examples: int
+    ckpt_every: int
+    keep_last: int
+    resume: Any
+    max_nonfinite: int
+    deterministic: bool
+
+    @classmethod
+    def from_config(cls, node: DictConfig) -> TrainerConfig:
+        values = OmegaConf.to_container(node, resolve=True)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"trainer: unknown keys {unknown}")
+        return cls(**{**values, "adam_betas": tuple(values["adam_betas"])})
+
+
+@dataclass
+class TrainState:
+    """What resume restores besides the model/optimizer/scheduler/scaler state dicts."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_bits_per_sample: float = float("inf")
+    nonfinite_total: int = 0
+    nonfinite_consecutive: int = 0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ---- small helpers ------------------------------------------------------------------------------------------
+
+
+def lr_lambda(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then constant or cosine decay to min_ratio."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"trainer.lr_schedule: unknown schedule {schedule!r} (use constant or cosine)")
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """trainer.precision -> autocast dtype (None = plain float32)."""
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise ValueError(f"trainer.precision: unknown {precision!r} (use fp32, bf16 or fp16)")
+    return table[precision]
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as weights_only-loadable containers."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of rng_state."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class SkipSampler(Sampler[int]):
+    """Wraps the per-epoch sampler (and its dataset's epoch) and drops its first `skip` indices: resume lands on the
+    same batch an uninterrupted run would draw next."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base = base
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.base.dataset.set_epoch(epoch)  # segment offsets are a function of (seed, epoch, index); shared with workers
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.base)[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+class Preemption:
+    """While entered, the first SIGTERM only sets `requested` (the loop saves and stops after the step in flight); a
+    second SIGTERM gets the default action and ends the process at once. Inert outside the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def __enter__(self) -> Preemption:  # noqa: PYI034 (typing.Self needs Python 3.11; we support 3.10)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# ---- the solver ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains a VQVAE on a corpus split per a run config; rank 0 validates, logs and writes checkpoints."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, speakers: list[str], split: Split, ddp: Distributed,
+                 device: torch.device) -> None:
+        self.cfg, self.tcfg = cfg, TrainerConfig.from_config(cfg.trainer)
+        self.run_dir, self.ckpt_dir, self.skip_report = run_dir, run_dir / "checkpoints", run_dir / "skipped.tsv"
+        self.speakers, self.ddp, self.device = speakers, ddp, device
+        t = self.tcfg
+        self.amp_dtype = autocast_dtype(t.precision)
+        self.model = VQVAE.from_config(cfg.model, speakers).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio)
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.state = TrainState()
+        self.sampler, self.train_loader, self.val_loader = self._loaders(split)
+        self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
+        if ddp.world_size > 1:
+            self.net = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None,
+                                               broadcast_buffers=False)
+        self.writer = None
+        if ddp.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def _loaders(self, split: Split) -> tuple[SkipSampler, DataLoader, DataLoader]:
+        """Training loader (distributed, resumable sampler) and validation loader; too-short files are reported."""
+        data, t, sr = self.cfg.data, self.tcfg, self.cfg.data.sample_rate
+        train_utts, short_train = drop_too_short(split.train, sr, self.model.hop)
+        val_utts, short_val = drop_too_short(split.val, sr, self.model.hop)
+        if self.ddp.is_main and (short_train or short_val):
+            for path, reason in short_train + short_val:
+                log.warning("skipping %s: %s", path, reason)
+            write_skip_report(self.skip_report, short_train + short_val)
+        train_set = SegmentDataset(train_utts, self.speakers, data.segment_length, sr, data.short,
+                                   data.peak_normalize, str(self.skip_report), self.cfg.seed)
+        if len(train_set) < t.batch_size * self.ddp.world_size:
+            raise ValueError(f"trainer.batch_size={t.batch_size}: only {len(train_set)} training utterances")
+        sampler = SkipSampler(DistributedSampler(train_set, self.ddp.world_size, self.ddp.rank, shuffle=True,
+                                                 seed=self.cfg.seed, drop_last=True))
+        train_loader = DataLoader(
+            train_set, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers, drop_last=True,
+            collate_fn=collate_segments, worker_init_fn=worker_init_fn,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG free of DataLoader draws
+            persistent_workers=t.num_workers > 0,  # workers follow set_epoch through the dataset's shared epoch
+            pin_memory=self.device.type == "cuda",
+        )
+        val_set = ValidationDataset(val_utts, self.speakers, sr, data.val_max_seconds, data.peak_normalize,
+                                    str(self.skip_report))
+        # One utterance per forward: zero padding to a common length would enter the NLL and the code counts.
+        return sampler, train_loader, DataLoader(val_set, batch_size=1)
+
+    # ---- save / restore ---------------------------------------------------------------------------------------
+
+    def save(self, name: str, rng: list[dict[str, Any]], metrics: dict[str, float] | None = None) -> None:
+        """Rank 0 writes ckpt_dir/name with everything resume needs (rng: every rank's state, from ddp.gather)."""
+        resume = {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "state": dict(self.state.__dict__), "rng": rng,
+            "identity": run_identity(self.cfg), "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size,
+        }
+        save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), OmegaConf.to_container(self.cfg, resolve=True),
+                        self.speakers, self.state.step, resume, metrics)
+
+    def restore(self, path: Path) -> None:
+        """Load every state from a checkpoint written by `save`; refuse one of another run or batch layout."""
+        ckpt = load_checkpoint(path)
+        saved = ckpt["resume"]
+        if saved is None:
+            raise ValueError(f"{path}: holds no resume state (it is an export); resume from last.pt")
+        if saved["identity"] != run_identity(self.cfg):
+            raise ValueError(f"{path}: was trained with a different model/data/seed config; refusing to resume "
+                             "it as this run (pick another run_dir=...)")
+        # Checkpoints from before these keys were stored hold one RNG state per rank and their resolved config.
+        old = (saved.get("world_size", len(saved["rng"])), saved.get("batch_size", ckpt["config"]["trainer"]["batch_size"]))
+        new = (self.ddp.world_size, self.tcfg.batch_size)
+        if old != new:
+            raise ValueError(f"{path}: was trained with world_size={old[0]} trainer.batch_size={old[1]}, this run has "
+                             f"world_size={new[0]} trainer.batch_size={new[1]}; resume needs the same values (the "
+                             "position in the epoch and the effective batch depend on them) or a new run_dir")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = TrainState(**saved["state"])
+        set_rng_state(saved["rng"][self.ddp.rank])
+        log.info("resumed from %s at step %d", path, self.state.step)
+
+    def save_last(self) -> None:
+        """last.pt (and a step checkpoint, pruned to keep_last) at the current step; collective (every rank)."""
+        rng = self.ddp.gather(rng_state())
+        if self.ddp.is_main:
+            self.save("last.pt", rng)
+            if self.tcfg.keep_last > 0:
+                self.save(f"step-{self.state.step:08d}.pt", rng)
+                keep_step_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+
+    # ---- steps ------------------------------------------------------------------------------------------------
+
+    def train_step(self, wav: torch.Tensor, speaker: torch.Tensor) -> VQVAEOutput | None:
+        """One optimisation step on a batch; None when the loss is non-finite on any rank: then every rank skips the
+        step together (one rank skipping alone would leave the others waiting in the gradient all-reduce)."""
+        t, state = self.tcfg, self.state
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out: VQVAEOutput = self.net(wav, speaker)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.ddp.agree(torch.isfinite(out.loss.detach()), every=True):
+            state.nonfinite_total += 1
+            state.nonfinite_consecutive += 1
+            log.warning("step %d: non-finite loss (%s on this rank), step skipped (%d in a row, %d in all)", state.step,
+                        float(out.loss.detach()), state.nonfinite_consecutive, state.nonfinite_total)
+            if state.nonfinite_consecutive >= t.max_nonfinite:
+                raise RuntimeError(f"{state.nonfinite_consecutive} non-finite losses in a row at step {state.step} "
+                                   f"(trainer.max_nonfinite={t.max_nonfinite}); lower trainer.lr or check the data")
+            return None
+        state.nonfinite_consecutive = 0
+        self.scaler.scale(out.loss).backward()
+        if t.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        state.step += 1
+        return out
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches on the device from the resumed position on, epoch after epoch (TrainState tracks both)."""
+        self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch * self.tcfg.batch_size)
+        while True:
+            for wav, speaker in self.train_loader:
+                self.state.batch_in_epoch += 1
+                yield wav.to(self.device, non_blocking=True), speaker.to(self.device, non_blocking=True)
+            self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+            self.sampler.set_epoch(self.state.epoch)
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """Whole-set validation: reconstruction loss, -ELBO bits/sample, perplexity and used codes over all frames.
+
+        Also returns the code counts and, for the first val_examples utterances, (original, teacher-forced
+        resynthesis) waveforms; the resynthesis samples with its own generator, so validation leaves the training
+        RNG streams (and hence exact resume) untouched.
+        """
+        self.model.eval()
+        generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
+        total = ELBOAccumulator()
+        examples: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for wav, speaker, utt_ids in self.val_loader:
+            wav, speaker = wav.to(self.device), speaker.to(self.device)
+            out: VQVAEOutput = self.model(wav, speaker)
+            total.add(out)
+            if len(examples) < self.tcfg.val_examples:
+                resynthesis = sample_teacher_forced(out.logits[0], generator)
+                examples[utt_ids[0]] = (wav[0, 0, : out.n_samples].cpu(), resynthesis.cpu())
+        self.model.train()
+        metrics = total.result(self.model.codebook_size, self.cfg.data.sample_rate)
+        return metrics, {"counts": total.counts, "examples": examples}
+
+    def run_validation(self, rng: list[dict[str, Any]]) -> None:
+        """Rank 0 validates, logs, and keeps `best.pt` by validation -ELBO (rng: every rank's, for that file)."""
+        if len(self.val_loader) == 0:
+            log.info("step %d: no validation utterances (data.val_per_speaker=0); validation skipped", self.state.step)
+            return
+        metrics, extra = self.validate()
+        self.state.history.append({"step": self.state.step, **metrics})
+        log.info("step %d validation: recon %.4f nats  -ELBO %.4f bits/sample  perplexity %.1f  used codes %d",
+                 self.state.step, metrics["reconstruction_loss"], metrics["bits_per_sample"], metrics["perplexity"],
+                 metrics["used_codes"])
+        self.log_validation(metrics, extra)
+        if self.state.step > 0 and metrics["bits_per_sample"] < self.state.best_bits_per_sample:
+            self.state.best_bits_per_sample = metrics["bits_per_sample"]
+            self.save("best.pt", rng, metrics)
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+
+    def log_validation(self, metrics: dict[str, float], extra: dict[str, Any]) -> None:
+        """Scalars, the codebook-usage histogram, spectrogram images and audio to TensorBoard."""
+        from .plots import spectrogram_figure
+
+        writer, step, sr = self.writer, self.state.step, self.cfg.data.sample_rate
+        for k, v in metrics.items():
+            writer.add_scalar(f"val/{k}", v, step)
+        counts = extra["counts"]
+        writer.add_histogram("val/code_usage", torch.repeat_interleave(torch.arange(len(counts)), counts.long()), step)
+        for utt_id, (orig, resyn) in extra["examples"].items():
+            writer.add_audio(f"val_audio/{utt_id}/original", orig.unsqueeze(0), step, sr)
+            writer.add_audio(f"val_audio/{utt_id}/teacher_forced", resyn.unsqueeze(0), step, sr)
+            writer.add_figure(f"val_spec/{utt_id}",
+                              spectrogram_figure([orig, resyn], ["original", "teacher-forced"], sr), step)
+
+    def log_step(self, out: VQVAEOutput, seconds_per_second: float) -> dict[str, float]:
+        """Training scalars of the last step to TensorBoard; returns them."""
+        scalars = {
+            "loss": float(out.loss.detach()), "reconstruction_loss": float(out.reconstruction_loss.detach()),
+            "codebook_loss": float(out.codebook_loss.detach()), "commitment_loss": float(out.commitment_loss.detach()),
+            "bits_per_sample": float(out.bits_per_sample), "perplexity": float(out.perplexity),
+            "used_codes": float(out.usage) * self.model.codebook_size, "restarted_codes": out.restarted,
+            "lr": self.scheduler.get_last_lr()[0], "audio_seconds_per_second": seconds_per_second,
+            "nonfinite_steps": self.state.nonfinite_total,
+        }
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(f"train/{k}", v, self.state.step)
+        return scalars
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+
+    def fit(self) -> VQVAE:
+        """Train to trainer.max_steps or until SIGTERM (then last.pt is written at the current step); returns the
+        model (every rank's own copy)."""
+        from tqdm import tqdm
+
+        t, state = self.tcfg, self.state
+        if state.step >= t.max_steps:
+            log.info("run already finished at step %d (trainer.max_steps=%d); nothing to do", state.step, t.max_steps)
+            return self.model
+        if state.step == 0 and self.ddp.is_main:
+            self.run_validation(rng=[])  # the initial losses, for comparison; no checkpoint at step 0
+        bar = tqdm(total=t.max_steps, initial=state.step, disable=not self.ddp.is_main, dynamic_ncols=True, desc="train")
+        t_last, samples_since = time.perf_counter(), 0
+        self.model.train()
+        with Preemption() as preemption:
+            for wav, speaker in self.batches():
+                out = self.train_step(wav, speaker)
+                if out is not None:
+                    samples_since += wav.numel() * self.ddp.world_size
+                    bar.update(1)
+                    if state.step % t.log_every == 0 or state.step == t.max_steps:
+                        now = time.perf_counter()
+                        throughput = samples_since / self.cfg.data.sample_rate / max(now - t_last, 1e-9)
+                        t_last, samples_since = now, 0
+                        s = self.log_step(out, throughput)
+                        bar.set_postfix(recon=f"{s['reconstruction_loss']:.3f}", bps=f"{s['bits_per_sample']:.3f}",
+                                        ppl=f"{s['perplexity']:.1f}", sps=f"{throughput:.1f}")
+                    self.periodic(final=state.step == t.max_steps)
+                if state.step >= t.max_steps:
+                    break
+                if self.ddp.agree(preemption.requested, every=False):  # all ranks stop at the same step
+                    log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto",
+                                state.step)
+                    self.save_last()
+                    break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.ddp.world_size > 1:
+            torch.distributed.barrier()
+        if self.ddp.is_main and state.step >= t.max_steps:
+            log.info("finished at step %d; checkpoints: %s (last.pt, best.pt)", state.step, self.ckpt_dir)
+        return self.model
+
+    def periodic(self, final: bool) -> None:
+        """Validation and checkpoints due after this step (collective: every rank calls it)."""
+        t, state = self.tcfg, self.state
+        if state.step % t.val_every == 0 or final:
+            rng = self.ddp.gather(rng_state())
+            if self.ddp.is_main:
+                self.run_validation(rng)
+        if state.step % t.ckpt_every == 0 or final:
+            state.finished = final
+            self.save_last()
+
+
+def train(cfg: DictConfig) -> VQVAE:
+    """Train per a run config (checkpoints in run_dir/checkpoints); returns the trained model (every rank's copy).
+
+    Under torchrun the corpus is indexed once, on rank 0, and broadcast.
+    """
+    ddp = Distributed.from_env()
+    device = resolve_device(cfg.device, ddp.local_rank)
+    ddp.init(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    run_dir = Path(ddp.from_main(lambda: str(cfg.run_dir)))  # rank 0's: its ${now:} may differ by a second
+    resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.seed + ddp.rank)
+    corpus = ddp.from_main(lambda: load_corpus(cfg.data))
+    split = split_corpus(corpus, cfg.data, cfg.seed)
+    skip_report = run_dir / "skipped.tsv"
+    if ddp.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_run_files(cfg, run_dir, corpus.speakers)
+        write_skip_report(skip_report, corpus.skipped)
+    log.info("corpus %s: %d train / %d val utterances, %d speakers, %d skipped files (see %s)", corpus.root,
+             len(split.train), len(split.val), len(corpus.speakers), len(corpus.skipped), skip_report)
+    trainer = Trainer(cfg, run_dir, corpus.speakers, split, ddp, device)
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    return trainer.fit()
