@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from audio_vqvae.evaluate import main as eval_main
+from audio_vqvae.cli.eval import main as eval_main
 from audio_vqvae.unitfile import read_units
 
 REPO = Path(__file__).resolve().parents[1]
