@@ -84,6 +84,9 @@ class Encoder(nn.Module):
             )
         if activation not in ACTIVATIONS:
             raise ValueError(f"model.encoder.activation: unknown {activation!r} (use {', '.join(ACTIVATIONS)})")
+        if gain_invariant and (activation not in ("relu", "leaky_relu") or norm == "batch"):
+            raise ValueError("model.encoder.gain_invariant needs a positively homogeneous encoder: activation relu or "
+                             f"leaky_relu and norm none or weight (got {activation}, {norm})")
         blocks: list[nn.Module] = []
         c_in = 1
         for c_out, k, s in zip(channels, kernel_sizes, strides):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,8 @@ class VQVAE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> VQVAE:
-        """Load a trained model from a checkpoint (safe `weights_only` load), in eval mode on `device`."""
+        """Load a trained model from a checkpoint file (safe `weights_only` load) or a pretrained directory
+        (safetensors + JSON), in eval mode on `device`."""
         from .checkpoint import load_checkpoint
         from .device import resolve_device
 
@@ -145,6 +147,13 @@ class VQVAE(nn.Module):
         peak = (ckpt["config"].get("data") or {}).get("peak_normalize")
         model.peak_normalize = None if peak is None else float(peak)
         return model.to(resolve_device(str(device))).eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> VQVAE:
+        """Load a pretrained directory (`model.safetensors` + `config.json`, see checkpoint.save_pretrained)."""
+        if not Path(path).is_dir():
+            raise ValueError(f"{path}: from_pretrained takes a pretrained model directory; use from_checkpoint for .pt")
+        return cls.from_checkpoint(path, device)
 
     @property
     def hop(self) -> int:

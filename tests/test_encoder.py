@@ -76,3 +76,41 @@ def test_bad_options_are_named():
         tiny(activation="swishy")
     with pytest.raises(ValueError, match="same length"):
         tiny(strides=[2, 2])
+
+
+def test_residual_layers_keep_frames_widen_the_receptive_field_and_batch_exactly():
+    torch.manual_seed(0)
+    plain, wide = tiny(), tiny(residual_dilations=[1, 2], residual_kernel=3)
+    assert wide.receptive_field == plain.receptive_field + 2 * (1 + 2) * plain.hop
+    x = torch.randn(2, 1, 203)
+    assert wide(x).shape == plain(x).shape
+    lengths = torch.tensor([203, 90])
+    batch = x * (torch.arange(203) < lengths[:, None, None])
+    torch.testing.assert_close(wide(batch, lengths)[1, :, : 90 // wide.hop], wide(x[1:, :, :90])[0], rtol=0, atol=1e-6)
+
+
+def test_residual_receptive_field_matches_perturbation():
+    torch.manual_seed(0)
+    enc = tiny(activation="elu", residual_dilations=[1, 3])
+    x = torch.randn(1, 1, 512)
+    frame = 256 // enc.hop
+    touched = [t for t in range(512) if not torch.allclose(enc(x + 1.0 * (torch.arange(512) == t))[..., frame],
+                                                            enc(x)[..., frame])]
+    assert touched[-1] - touched[0] + 1 == enc.receptive_field
+
+
+def test_gain_invariant_encoder_ignores_the_input_level_and_the_plain_one_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 400) * 0.1
+    invariant = tiny(gain_invariant=True, residual_dilations=[1])
+    for gain in (0.25, 2.0, 10 ** (6 / 20)):
+        torch.testing.assert_close(invariant(x * gain), invariant(x), rtol=1e-4, atol=1e-5)
+    plain = tiny(residual_dilations=[1])
+    assert not torch.allclose(plain(x * 2.0), plain(x), rtol=1e-3, atol=1e-4)
+
+
+def test_gain_invariance_needs_a_positively_homogeneous_encoder():
+    with pytest.raises(ValueError, match="gain_invariant"):
+        tiny(gain_invariant=True, activation="gelu")
+    with pytest.raises(ValueError, match="gain_invariant"):
+        tiny(gain_invariant=True, norm="batch")

@@ -170,3 +170,25 @@ def test_bad_input_raises():
         generate(model, latents, g, start_class=256)
     with pytest.raises(ValueError, match="teacher"):
         generate(model, latents, g, teacher=prev + 256)
+
+
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+def test_conditioning_stack_window_equals_full_conditioning(upsample):
+    """With a conditioning stack each frame's conditioning sees its neighbours; a window computed from the frames
+    plus the stack's reach is exact (what incremental generation relies on), and the stack does change it."""
+    torch.manual_seed(0)
+    model = WaveNet(n_classes=256, residual_channels=8, gate_channels=16, skip_channels=12, kernel_size=2,
+                    layers_per_cycle=3, cycles=1, cond_channels=6, upsample=upsample, latent_dim=LATENT_DIM, hop=4,
+                    global_channels=0, cond_layers=2)
+    latents = torch.randn(1, LATENT_DIM, 15)
+    per_frame = model.hop // model.cond_rate
+    with torch.no_grad():
+        full = model.conditioning(latents, None)
+        for f0, f1 in [(0, 3), (4, 9), (12, 15)]:
+            window = model.conditioning_window(latents, None, f0, f1)
+            torch.testing.assert_close(window, full[..., f0 * per_frame : f1 * per_frame], rtol=0, atol=1e-6)
+        moved = latents.clone()
+        moved[..., 7] += 1.0
+        changed = (model.conditioning(moved, None) - full).abs().amax((0, 1, 2)) > 0
+    frames = changed.nonzero()[:, 0] // per_frame
+    assert frames.min() <= 7 - model.cond_reach and frames.max() >= 7 + model.cond_reach
