@@ -9,7 +9,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The packaged config tree (train.yaml + model/, data/, trainer/): the one place that knows where it is."""
 
 
 def load_data_config(spec: str, overrides: Sequence[str] = ()) -> DictConfig:

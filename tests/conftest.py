@@ -10,7 +10,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from audio_vqvae.configs import config_dir
+from audio_vqvae.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def data_cfg() -> Callable[..., DictConfig]:
     """data_cfg(name, **overrides) -> the `data` node of configs/data/<name>.yaml with overrides (16 kHz model)."""
 
     def make(name: str, **overrides) -> DictConfig:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             data = compose("train", overrides=[f"data={name}"]).data  # its defaults (data/base.yaml) applied
         data = OmegaConf.merge(OmegaConf.to_container(data), overrides)
         return OmegaConf.create({"model": {"sample_rate": 16000}, "data": data}).data

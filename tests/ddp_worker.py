@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
-from audio_vqvae.configs import config_dir
+from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.model import VQVAE
 from audio_vqvae.trainer import train
 
@@ -35,7 +35,7 @@ def poison_one_batch(rank: int) -> None:
 if __name__ == "__main__":
     poison_one_batch(int(os.environ["RANK"]))
     out = Path(sys.argv[1])
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=sys.argv[2:])
     model = train(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,11 @@ from hydra import compose, initialize_config_dir
 from audio_vqvae import quantizer as quantizer_mod
 from audio_vqvae import trainer as train_mod
 from audio_vqvae.checkpoint import load_checkpoint
-from audio_vqvae.configs import config_dir
+from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.model import VQVAE
 from audio_vqvae.runs import resume_mode
 
-CONFIGS = config_dir()
+CONFIGS = CONFIG_DIR
 
 
 def make_corpus(root: Path, speakers: int = 3, utts: int = 4, seconds: float = 0.3) -> Path:

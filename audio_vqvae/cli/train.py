@@ -8,12 +8,12 @@ import hydra
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from ..configs import config_dir
+from ..config import CONFIG_DIR
 from ..device import retain_freed_memory
 from ..trainer import train
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Console entry point `audio-vqvae-train`; exits 0 when finished or stopped by SIGTERM (last.pt written)."""
     retain_freed_memory()

@@ -2,7 +2,7 @@
 
     apt-get install -y espeak-ng        # libespeak-ng.so.1 (made with 1.51, Debian 12)
     pip install -e .                    # this script uses audio_vqvae.audio for resampling and writing
-    python datasets/demo/make_demo.py   # rewrites datasets/demo/
+    python datasets/demo/make_demo.py   # rewrites datasets/demo/ and datasets/demo_heldout/
 
 Each speaker is one espeak-ng voice + variant at its own rate and pitch (each utterance jittered a little around
 them) and speaks 21 of the 80 sentences below, so every sentence is spoken by two or three speakers (parallel
@@ -10,7 +10,9 @@ data for voice conversion). Synthesis runs synchronously through libespeak-ng's 
 events on: each event carries the phoneme's mnemonic and its start, in samples of espeak's 22050 Hz output, so
 the phone alignments are exact for the synthesiser. Audio is resampled to 16 kHz, scaled to a fixed peak,
 rounded to 11-bit precision and written as 16-bit FLAC.
-Outputs: <speaker>/<utt_id>.flac, alignments/<utt_id>.tsv (start_s, end_s, phone; "sil" for pauses),
+datasets/demo_heldout is made the same way from 6 other voices (accents and variants absent from the demo) speaking
+20 other sentences, 10 each: speech unseen in every way by a model trained on the demo, for evaluation.
+Outputs (per corpus): <speaker>/<utt_id>.flac, alignments/<utt_id>.tsv (start_s, end_s, phone; "sil" for pauses),
 transcripts.tsv (utt_id, text). The same espeak-ng version gives the same files.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from audio_vqvae.audio import resample, save_audio
 
 OUT = Path(__file__).resolve().parent
+HELDOUT_OUT = OUT.parent / "demo_heldout"
 SAMPLE_RATE = 16000
 PEAK = 0.9  # every file is scaled to this peak, so levels match across voices
 BITS = 11  # samples are rounded to this precision; FLAC drops the unused low bits (keeps the corpus < 6 MB)
@@ -136,6 +139,53 @@ SPEAKERS = [
     Speaker("cb_f", "en-029+f1", 158, 55, 65),
 ]
 
+HELDOUT_SENTENCES = [
+    "The lantern swayed gently in the evening breeze.",
+    "Mother baked a lemon cake for the village fair.",
+    "Several boats were tied up along the wooden pier.",
+    "The professor forgot where he had parked his car.",
+    "A quiet voice whispered the answer from the back row.",
+    "Fresh snow covered every roof in the small town.",
+    "The goalkeeper jumped high and caught the ball.",
+    "Grandfather told stories about the great flood.",
+    "My sister keeps three rabbits in a cage outside.",
+    "The radio played an old song about the sea.",
+    "Wild horses galloped across the open plain.",
+    "The nurse checked the patient every hour.",
+    "Nobody wanted to sit next to the noisy machine.",
+    "The painter mixed blue and yellow to make green.",
+    "Heavy trucks rumbled past the school gates.",
+    "A tiny spider spun its web between two branches.",
+    "The mayor opened the new swimming pool today.",
+    "We ate soup and bread by the crackling fire.",
+    "The sailor pointed at a lighthouse on the horizon.",
+    "Bright posters covered the walls of the station.",
+]
+
+HELDOUT_SPEAKERS = [
+    Speaker("lc_m", "en-gb-x-gbclan+m2", 160, 45, 50),
+    Speaker("ny_f", "en-us-nyc+f5", 155, 70, 60),
+    Speaker("wm_m", "en-gb-x-gbcwmd+m6", 150, 38, 55),
+    Speaker("rp_f", "en-gb-x-rp+f1", 165, 62, 45),
+    Speaker("us_k", "en-us+klatt", 158, 48, 50),
+    Speaker("sc_x", "en-gb-scotland+f5", 150, 68, 65),
+]
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    out: Path
+    speakers: list[Speaker]
+    sentences: list[str]
+    per_speaker: int
+    first_number: int  # utterance ids number the sentences from this
+    min_total_s: float
+
+
+DEMO = CorpusSpec(OUT, SPEAKERS, SENTENCES, SENTENCES_PER_SPEAKER, 1, MIN_TOTAL_S)
+HELDOUT = CorpusSpec(HELDOUT_OUT, HELDOUT_SPEAKERS, HELDOUT_SENTENCES, 10, 101, 150.0)
+
+
 # ---- libespeak-ng through ctypes (speak_lib.h) ------------------------------------------------------------
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS = 0x0001
@@ -213,34 +263,42 @@ def phone_segments(events: list[tuple[int, str]], n_samples: int, sr: int) -> li
     return segments
 
 
-def main() -> None:
-    espeak = Espeak()
-    for spk in SPEAKERS:
-        shutil.rmtree(OUT / spk.name, ignore_errors=True)
-    shutil.rmtree(OUT / "alignments", ignore_errors=True)
-    (OUT / "alignments").mkdir()
+def make(espeak: Espeak, spec: CorpusSpec) -> None:
+    """Synthesise one corpus: every speaker speaks spec.per_speaker consecutive sentences, starting a fair share
+    further along the list than the speaker before, so each sentence has two or three speakers."""
+    out, speakers, sentences = spec.out, spec.speakers, spec.sentences
+    for spk in speakers:
+        shutil.rmtree(out / spk.name, ignore_errors=True)
+    shutil.rmtree(out / "alignments", ignore_errors=True)
+    (out / "alignments").mkdir(parents=True)
     transcripts, total = [], 0.0
-    for k, spk in enumerate(SPEAKERS):
-        (OUT / spk.name).mkdir()
+    for k, spk in enumerate(speakers):
+        (out / spk.name).mkdir()
         rng = random.Random(spk.name)
-        for j in range(SENTENCES_PER_SPEAKER):
-            n = (k * len(SENTENCES) // len(SPEAKERS) + j) % len(SENTENCES)
-            utt_id = f"{spk.name}_{n + 1:03d}"
+        for j in range(spec.per_speaker):
+            n = (k * len(sentences) // len(speakers) + j) % len(sentences)
+            utt_id = f"{spk.name}_{n + spec.first_number:03d}"
             rate = round(spk.rate * rng.uniform(0.92, 1.08))
             pitch = spk.pitch + rng.randint(-6, 6)
-            pcm, events = espeak.synth(SENTENCES[n], spk.voice, rate, pitch, spk.range)
+            pcm, events = espeak.synth(sentences[n], spk.voice, rate, pitch, spk.range)
             wav = resample(pcm.astype(np.float32) / 32768.0, espeak.sample_rate, SAMPLE_RATE)
             wav = np.round(wav * (PEAK / np.abs(wav).max()) * 2 ** (BITS - 1)) / 2 ** (BITS - 1)
-            save_audio(OUT / spk.name / f"{utt_id}.flac", wav, SAMPLE_RATE, compression_level=1.0)
+            save_audio(out / spk.name / f"{utt_id}.flac", wav, SAMPLE_RATE, compression_level=1.0)
             segments = phone_segments(events, len(pcm), espeak.sample_rate)
             lines = [f"{s:.3f}\t{e:.3f}\t{p}\n" for s, e, p in segments]
-            (OUT / "alignments" / f"{utt_id}.tsv").write_text("".join(lines))
-            transcripts.append(f"{utt_id}\t{SENTENCES[n]}\n")
+            (out / "alignments" / f"{utt_id}.tsv").write_text("".join(lines))
+            transcripts.append(f"{utt_id}\t{sentences[n]}\n")
             total += len(wav) / SAMPLE_RATE
-    (OUT / "transcripts.tsv").write_text("".join(sorted(transcripts)))
-    if total < MIN_TOTAL_S:
-        raise RuntimeError(f"only {total:.1f} s of audio; the demo promises at least {MIN_TOTAL_S} s")
-    print(f"{len(SPEAKERS)} speakers, {len(transcripts)} utterances, {total:.1f} s -> {OUT}")
+    (out / "transcripts.tsv").write_text("".join(sorted(transcripts)))
+    if total < spec.min_total_s:
+        raise RuntimeError(f"only {total:.1f} s of audio; {out.name} promises at least {spec.min_total_s} s")
+    print(f"{len(speakers)} speakers, {len(transcripts)} utterances, {total:.1f} s -> {out}")
+
+
+def main() -> None:
+    espeak = Espeak()
+    for spec in (DEMO, HELDOUT):
+        make(espeak, spec)
 
 
 if __name__ == "__main__":
