@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tone
+from helpers import tone
 
 from audio_vqvae.audio import (
     AudioError,

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from test_audio import BAD_FILES, make_bad_file
 from torch.utils.data import DataLoader
 

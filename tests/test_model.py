@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_model_config
 
 from audio_vqvae.audio import mu_law_encode
 from audio_vqvae.model import VQVAE, kl_nats, time_jitter
-from helpers import tiny_model_config
 
 
 def tiny_config(**quantizer):
