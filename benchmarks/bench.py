@@ -19,19 +19,21 @@ from typing import Any
 
 import numba
 import torch
-
-from audio_vqvae.io import atomic_write
-
-from audio_vqvae.device import retain_freed_memory
 from extraction import layer_rates, real_time_factor
 from flops import (
-    cond_macs_per_sample, decoder_macs_per_sample, extraction_flops_per_second, generation_flops_per_sample,
+    cond_macs_per_sample,
+    decoder_macs_per_sample,
+    extraction_flops_per_second,
+    generation_flops_per_sample,
     training_flops_per_sample,
 )
 from generation import incremental_samples_per_second, naive_samples_per_second, naive_window
 from measure import load_average, machine, matmul_gflops, onednn_gflops, own_peak_rss_mb, peak_rss_mb
 from models import build
 from training import training_samples_per_second
+
+from audio_vqvae.device import retain_freed_memory
+from audio_vqvae.io import atomic_write
 
 HERE = Path(__file__).resolve().parent
 GENERATION_MODELS = ("bench", "paper", "small")
