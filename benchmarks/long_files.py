@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from measure import load_average, machine, own_peak_rss_mb
+from measure import cpu_slug, load_average, machine, own_peak_rss_mb, write_results
 from models import SPEAKERS, build, model_config
 
 from audio_vqvae.checkpoint import save_checkpoint
-from audio_vqvae.io import atomic_write
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_RATE = 16000
@@ -134,12 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         r = run(args.minutes, args.model, Path(tmp))
     print(table(r))
-    cpu = re.sub(r"[^a-z0-9]+", "-", r["machine"]["cpu"].lower()).strip("-")
-    path = args.out or HERE / "results" / f"long-files-{cpu}-{r['machine']['date'][:10]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        json.dump(r, f, indent=1)
-    print(f"\nwrote {path}")
+    cpu = cpu_slug(r["machine"]["cpu"])
+    write_results(r, args.out or HERE / "results" / f"long-files-{cpu}-{r['machine']['date'][:10]}.json")
 
 
 if __name__ == "__main__":
