@@ -220,8 +220,12 @@ def save_audio(
 
 
 def mu_law_encode(wav: torch.Tensor, n_classes: int = 256) -> torch.Tensor:
-    """Float waveform in [-1, 1] -> mu-law class indices in [0, n_classes) (long), same shape."""
-    return AF.mu_law_encoding(wav.clamp(-1.0, 1.0), n_classes)
+    """Float waveform in [-1, 1] -> mu-law class indices in [0, n_classes) (long), same shape.
+
+    Out-of-range and infinite samples clip to the end classes and NaN maps to the class of silence, so a bad sample
+    never indexes out of range; the encoder still sees it, so the training loss turns non-finite and the step is
+    skipped (counted by the trainer) instead of crashing."""
+    return AF.mu_law_encoding(torch.nan_to_num(wav, nan=0.0).clamp(-1.0, 1.0), n_classes)
 
 
 def mu_law_decode(classes: torch.Tensor, n_classes: int = 256) -> torch.Tensor:

@@ -17,7 +17,7 @@ import operator
 import os
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,27 @@ def _one_of(value: str, allowed: Sequence[str], key: str) -> str:
 def path_id(rel: str) -> str:
     """Relative path -> utterance id: without the extension, directories joined by "_" (unique within a tree)."""
     return Path(rel).with_suffix("").as_posix().strip("/").replace("/", "_")
+
+
+def manifest_utterance_id(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The id of a manifest entry: its path relative to the manifest's root when it lies under it (`path_id`), else
+    the file's stem; never the machine-specific part of an absolute path. Training and extraction both use it."""
+    path = Path(os.path.normpath(path))
+    try:
+        return path_id(path.relative_to(root).as_posix())
+    except ValueError:
+        return path.stem
+
+
+def check_ids(items: Iterable[Utterance]) -> None:
+    """Ids must be unique and free of tabs/newlines (they start a units line); a ValueError names both files."""
+    seen: dict[str, str] = {}
+    for u in items:
+        if "\t" in u.id or "\n" in u.id:
+            raise ValueError(f"{u.path}: utterance id {u.id!r} contains a tab or newline")
+        if u.id in seen:
+            raise ValueError(f"{seen[u.id]} and {u.path} both map to utterance id {u.id!r}")
+        seen[u.id] = u.path
 
 
 def audio_files(directory: Path) -> list[Path]:
@@ -202,7 +223,8 @@ def _list_folder(root: Path, cfg: DictConfig) -> Listing:
 
 
 def _list_manifest(root: Path, cfg: DictConfig) -> Listing:
-    """A TSV `path<TAB>speaker[<TAB>duration_s]` per line (blank lines and #comments ignored), paths under root."""
+    """A TSV `path<TAB>speaker[<TAB>duration_s]` per line (blank lines and #comments ignored), paths relative to
+    root or absolute; ids by `manifest_utterance_id`."""
     manifest = _manifest_path(cfg)
     candidates = []
     for lineno, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
@@ -215,7 +237,8 @@ def _list_manifest(root: Path, cfg: DictConfig) -> Listing:
             duration = float(fields[2]) if len(fields) == 3 else None
         except ValueError:
             raise ValueError(f"{manifest}:{lineno}: expected path<TAB>speaker[<TAB>duration_s], got {line!r}") from None
-        candidates.append(_Candidate(path_id(fields[0]), root / fields[0], fields[1], duration))
+        path = root / fields[0]
+        candidates.append(_Candidate(manifest_utterance_id(path, root), path, fields[1], duration))
     return candidates, []
 
 
@@ -327,24 +350,22 @@ def load_corpus(cfg: DictConfig) -> Corpus:
     candidates, skipped = LAYOUTS[cfg.name](root, cfg)
     to_check = [c.path for c in candidates if c.duration is None or scan == "full"]
     entries = _index(root, to_check, scan, cfg.cache)
-    utterances: dict[str, Utterance] = {}
+    utterances: list[Utterance] = []
     for c in candidates:
         entry = entries.get(str(c.path))
         if entry is not None and entry["error"]:
             skipped.append((str(c.path), entry["error"]))
             continue
         duration = c.duration if entry is None else entry["frames"] / entry["sample_rate"]
-        utt = Utterance(c.id, str(c.path), c.speaker, duration, None if entry is None else entry["peak"])
-        if utt.id in utterances:
-            raise ValueError(f"data.root: {utterances[utt.id].path} and {utt.path} both map to utterance id {utt.id!r}")
-        utterances[utt.id] = utt
+        utterances.append(Utterance(c.id, str(c.path), c.speaker, duration, None if entry is None else entry["peak"]))
     for path, reason in skipped:
         log.warning("skipping %s: %s", path, reason)
     if not utterances:
         raise ValueError(f"data.root: no usable audio in {root} ({cfg.name} layout): {len(candidates)} audio files "
                          f"found, {len(skipped)} skipped{' (see the log for why)' if skipped else ''}")
+    check_ids(utterances)
     _log_conversions([e for e in entries.values() if not e["error"]], int(cfg.sample_rate))
-    utts = sorted(utterances.values(), key=operator.attrgetter("id"))
+    utts = sorted(utterances, key=operator.attrgetter("id"))
     return Corpus(str(root), utts, sorted({u.speaker for u in utts}), skipped)
 
 

@@ -23,7 +23,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +34,13 @@ from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_aud
 from .batching import pad_batch
 from .checkpoint import file_sha256
 from .config import load_data_config
-from .data import Utterance, audio_files, load_corpus, path_id
+from .data import Utterance, audio_files, check_ids, load_corpus, path_id
 from .model import VQVAE
 from .unitfile import UnitsSidecar, UnitWriter, durations_path
 
 log = logging.getLogger(__name__)
 
 # ---- inputs: files, directories, manifests, data configs -> utterances --------------------------------------------
-
-
-def manifest_utterance_id(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    """The id of a manifest entry: its path relative to the manifest's root when it lies under it (the listed path,
-    for relative entries), else the file's stem; never the machine-specific part of an absolute path."""
-    path, root = Path(path), Path(root)
-    try:
-        return path_id(path.relative_to(root).as_posix())
-    except ValueError:
-        return path.stem
-
-
-def _check_ids(utterances: Sequence[Utterance]) -> None:
-    """Ids must be unique and free of tabs/newlines (they start a units line)."""
-    seen: dict[str, str] = {}
-    for u in utterances:
-        if "\t" in u.id or "\n" in u.id:
-            raise ValueError(f"{u.path}: utterance id {u.id!r} contains a tab or newline")
-        if u.id in seen:
-            raise ValueError(f"{seen[u.id]} and {u.path} both map to utterance id {u.id!r}")
-        seen[u.id] = u.path
 
 
 def file_utterances(inputs: Sequence[str]) -> tuple[list[Utterance], list[tuple[str, str]]]:
@@ -93,7 +72,7 @@ def collect_utterances(
     inputs: Sequence[str], manifest: str | None = None, data: str | None = None, overrides: Sequence[str] = ()
 ) -> tuple[list[Utterance], list[tuple[str, str]]]:
     """All inputs -> (utterances sorted by id, skipped files). A manifest is data=manifest with data.manifest set;
-    its ids are `manifest_utterance_id`s. Two inputs with one id are a ValueError naming both."""
+    its ids are `data.manifest_utterance_id`s. Two inputs with one id are a ValueError naming both."""
     if manifest and data:
         raise ValueError("--manifest and --data: give one of them (a manifest is --data manifest data.manifest=FILE)")
     if overrides and not (manifest or data):
@@ -102,16 +81,12 @@ def collect_utterances(
     if manifest:
         data, overrides = "manifest", [f"data.manifest={Path(manifest).resolve()}", *overrides]
     if data:
-        cfg = load_data_config(data, overrides)
-        corpus = load_corpus(cfg)
-        if cfg.name == "manifest":
-            utts += [replace(u, id=manifest_utterance_id(u.path, corpus.root)) for u in corpus.utterances]
-        else:
-            utts += corpus.utterances
+        corpus = load_corpus(load_data_config(data, overrides))
+        utts += corpus.utterances
         skipped += corpus.skipped
     if not utts and not skipped:
         raise ValueError("no input: give audio files or directories, --manifest or --data")
-    _check_ids(utts)
+    check_ids(utts)
     return sorted(utts, key=lambda u: u.id), skipped
 
 

@@ -30,9 +30,8 @@ def atomic_write(path: str | os.PathLike, mode: Literal["w", "wb"] = "w") -> Ite
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    f = open(tmp, "xb") if mode == "wb" else open(tmp, "x", encoding="utf-8")
     try:
-        with f:
+        with open(tmp, mode.replace("w", "x"), encoding=None if mode == "wb" else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

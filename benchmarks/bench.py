@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -19,19 +18,29 @@ from typing import Any
 
 import numba
 import torch
-
-from audio_vqvae.io import atomic_write
-
-from audio_vqvae.device import retain_freed_memory
 from extraction import layer_rates, real_time_factor
 from flops import (
-    cond_macs_per_sample, decoder_macs_per_sample, extraction_flops_per_second, generation_flops_per_sample,
+    cond_macs_per_sample,
+    decoder_macs_per_sample,
+    extraction_flops_per_second,
+    generation_flops_per_sample,
     training_flops_per_sample,
 )
 from generation import incremental_samples_per_second, naive_samples_per_second, naive_window
-from measure import load_average, machine, matmul_gflops, onednn_gflops, own_peak_rss_mb, peak_rss_mb
+from measure import (
+    cpu_slug,
+    load_average,
+    machine,
+    matmul_gflops,
+    onednn_gflops,
+    own_peak_rss_mb,
+    peak_rss_mb,
+    write_results,
+)
 from models import build
 from training import training_samples_per_second
+
+from audio_vqvae.device import retain_freed_memory
 
 HERE = Path(__file__).resolve().parent
 GENERATION_MODELS = ("bench", "paper", "small")
@@ -291,8 +300,7 @@ def table(r: dict[str, Any]) -> str:
 
 def default_path(r: dict[str, Any]) -> Path:
     """results/<cpu>-<cores>c-<date>[-quick].json"""
-    cpu = re.sub(r"[^a-z0-9]+", "-", r["machine"]["cpu"].lower()).strip("-")
-    suffix = "-quick" if r["quick"] else ""
+    cpu, suffix = cpu_slug(r["machine"]["cpu"]), "-quick" if r["quick"] else ""
     return HERE / "results" / f"{cpu}-{r['machine']['cores']}c-{r['machine']['date'][:10]}{suffix}.json"
 
 
@@ -337,11 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     r = run(plan, args.quick, args.threads)
     print(table(r))
-    path = args.out or default_path(r)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        json.dump(r, f, indent=1)
-    print(f"\nwrote {path}")
+    write_results(r, args.out or default_path(r))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from flops import extraction_flops_per_second
+from measure import median_seconds
 from torch import Tensor, nn
 
 from audio_vqvae.model import VQVAE
-
-from flops import extraction_flops_per_second
-from measure import median_seconds
 
 
 def audio_batch(model: VQVAE, pieces: int, seconds: float) -> Tensor:

@@ -3,12 +3,11 @@ the parallel forward over the last receptive field for every sample."""
 from __future__ import annotations
 
 import torch
+from measure import median_seconds
 from torch import Tensor
 
 from audio_vqvae.generation import generate, gumbel_like
 from audio_vqvae.wavenet import WaveNet
-
-from measure import median_seconds
 
 
 def random_inputs(net: WaveNet, batch: int, n_samples: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:

@@ -1,6 +1,7 @@
 """Timing primitives: median wall time of repeated runs, the machine's float32 matmul rate, and its description."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -10,9 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numba
 import torch
+
+from audio_vqvae.io import atomic_write
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -84,3 +88,16 @@ def own_peak_rss_mb() -> float:
     except OSError:
         return peak_rss_mb()
     return int(re.search(r"VmHWM:\s*(\d+) kB", status).group(1)) / 1024
+
+
+def cpu_slug(cpu: str) -> str:
+    """A CPU model name for file names: lower case, runs of other characters as "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")
+
+
+def write_results(r: dict[str, Any], path: Path) -> None:
+    """Write r as JSON to path (atomically, parent directories created) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        json.dump(r, f, indent=1)
+    print(f"\nwrote {path}")

@@ -7,8 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from audio_vqvae.model import VQVAE
 from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.model import VQVAE
 
 SPEAKERS = ("s0", "s1", "s2", "s3")
 

@@ -11,12 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from measure import own_peak_rss_mb
 from torch.utils.data import DataLoader
 
 from audio_vqvae.audio import audio_info
 from audio_vqvae.data import SegmentDataset, Utterance, audio_files, collate_segments
-
-from measure import own_peak_rss_mb
 
 DEMO = Path(__file__).resolve().parents[1] / "datasets" / "demo"
 SEGMENT, SAMPLE_RATE, BATCH = 8192, 16000, 8

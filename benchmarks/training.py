@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
+from measure import median_seconds
 
 from audio_vqvae.model import VQVAE
-
-from measure import median_seconds
 
 
 def training_samples_per_second(model: VQVAE, batch: int, segment: int, steps: int, warmup: int) -> float:

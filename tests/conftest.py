@@ -4,21 +4,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
+from helpers import make_checkpoint, tone, write_mixed_corpus
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from audio_vqvae.config import CONFIG_DIR
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tone(seconds: float, sr: int = 16000, channels: int = 1, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
-    """A sine [T, C] float32; channel c is at freq * (c + 1), so a downmix is easy to predict."""
-    t = np.arange(round(seconds * sr)) / sr
-    return np.stack([amp * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)], axis=1).astype(np.float32)
 
 
 @pytest.fixture
@@ -50,8 +42,6 @@ def data_cfg() -> Callable[..., DictConfig]:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A tiny VQVAE checkpoint (tests/helpers.make_checkpoint), one per test module."""
-    from helpers import make_checkpoint
-
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
@@ -61,3 +51,9 @@ def model(ckpt: Path):
     from audio_vqvae.model import VQVAE
 
     return VQVAE.from_checkpoint(str(ckpt))
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """tmp_path/wavs holding `helpers.write_mixed_corpus`: good files of several kinds and three unusable ones."""
+    return write_mixed_corpus(tmp_path / "wavs")

@@ -10,12 +10,16 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
+from audio_vqvae.audio import load_audio
 from audio_vqvae.checkpoint import save_checkpoint
 from audio_vqvae.model import VQVAE
+from audio_vqvae.wavenet import WaveNet
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000
 SPEAKERS = ("p225", "p226", "p227")
+LATENT_DIM = 4
+"""Latent size of `make_wavenet`'s conditioning."""
 
 TINY_MODEL: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(REPO / "audio_vqvae" / "configs" / "model" / "tiny.yaml"))
 """configs/model/tiny.yaml: hop 16, 16 codes, WaveNet of 2 cycles x 3 layers with 8 residual channels."""
@@ -68,3 +72,65 @@ def write_wav(path: str | Path, seconds: float, sample_rate: int = SAMPLE_RATE, 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, noise_signal(seconds, sample_rate, seed, **kw), sample_rate, subtype="FLOAT")
     return path
+
+
+def tone(seconds: float, sr: int = 16000, channels: int = 1, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
+    """A sine [T, C] float32; channel c is at freq * (c + 1), so a downmix is easy to predict."""
+    t = np.arange(round(seconds * sr)) / sr
+    return np.stack([amp * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def write_mixed_corpus(d: Path) -> Path:
+    """Four good files of different lengths (one stereo, one at 22.05 kHz) under spk1/ and spk2/, an empty file, a
+    non-audio file and one shorter than a frame; returns d."""
+    write_wav(d / "spk1" / "a.wav", 0.5, seed=1)
+    write_wav(d / "spk1" / "b.wav", 0.31, seed=2, channels=2)
+    write_wav(d / "spk2" / "c.wav", 0.77, seed=3, sample_rate=22050)
+    write_wav(d / "spk2" / "d.wav", 0.2, seed=4)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "text.flac").write_text("not audio")
+    sf.write(d / "short.wav", np.zeros(10, np.float32), 16000)
+    return d
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def assert_same_units(codes: np.ndarray, model: VQVAE, path: Path, gain: float = 1.0) -> None:
+    """codes equal whole-file `model.encode` at every frame but those whose two nearest codes are tied to float32
+    precision (kernels chosen per input shape may round differently; see extract.encode_utterances)."""
+    wav = load_audio(path, model.sample_rate) * gain
+    whole = model.encode(wav, model.sample_rate).numpy()
+    with torch.inference_mode():
+        z = model.encode_latents(wav[None, None])[0].t().double()  # [T_z, D]
+    e = model.quantizer.codebook.double()
+    d2 = torch.cdist(z, e).square().topk(2, largest=False).values  # [T_z, 2] squared distances
+    tied = ((d2[:, 1] - d2[:, 0]) < 1e-6 * (z.square().sum(1) + e.square().sum(1).max())).numpy()
+    assert codes.shape == whole.shape == (wav.shape[-1] // model.hop,)
+    assert ((codes == whole) | tied).all(), f"{((codes != whole) & ~tied).sum()} frames differ"
+    assert tied.mean() < 1e-3
+
+
+def make_wavenet(
+    kernel_size: int = 2, layers_per_cycle: int = 3, cycles: int = 2, upsample: str = "repeat", hop: int = 4,
+    global_channels: int = 5,
+) -> WaveNet:
+    """A small seeded WaveNet (8 residual channels) conditioned on LATENT_DIM latents."""
+    torch.manual_seed(0)
+    return WaveNet(
+        n_classes=256, residual_channels=8, gate_channels=16, skip_channels=12, kernel_size=kernel_size,
+        layers_per_cycle=layers_per_cycle, cycles=cycles, cond_channels=6, upsample=upsample,
+        latent_dim=LATENT_DIM, hop=hop, global_channels=global_channels,
+    )
+
+
+def wavenet_inputs(
+    model: WaveNet, batch: int, n_frames: int, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """prev [B, T], latents [B, D, T_z], g [B, G] (None without global conditioning)."""
+    gen = torch.Generator().manual_seed(seed)
+    prev = torch.randint(0, model.n_classes, (batch, n_frames * model.hop), generator=gen)
+    latents = torch.randn(batch, LATENT_DIM, n_frames, generator=gen)
+    g = torch.randn(batch, model.global_channels, generator=gen) if model.global_channels else None
+    return prev, latents, g

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tone
+from helpers import tone
 
 from audio_vqvae.audio import (
     AudioError,
@@ -136,3 +136,8 @@ def test_mu_law_round_trip():
     classes = mu_law_encode(x)
     assert classes.min() == 0 and classes.max() == 255
     assert (mu_law_decode(classes) - x).abs().max() < 0.03
+
+
+def test_mu_law_maps_non_finite_samples_to_valid_classes():
+    classes = mu_law_encode(torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, 2.0]))
+    assert classes.tolist() == [128, 255, 0, 128, 255]  # NaN -> silence, inf and out of range -> the end classes

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from test_audio import BAD_FILES, make_bad_file
 from torch.utils.data import DataLoader
 
@@ -127,6 +127,27 @@ def test_manifest_layout(tmp_path, write_tone, data_cfg):
         load_corpus(data_cfg("manifest", manifest=str(manifest)))
     with pytest.raises(ValueError, match=r"data.manifest is not set"):
         load_corpus(data_cfg("manifest"))
+
+
+def test_manifest_ids_do_not_depend_on_where_the_corpus_lies(tmp_path, write_tone, data_cfg):
+    ids = []
+    for place in ("here", "there"):
+        root = tmp_path / place
+        inside, outside = write_tone(root / "s1" / "a.wav", 0.5), write_tone(tmp_path / f"{place}-x" / "b.wav", 0.5)
+        manifest = root / "list.tsv"
+        manifest.write_text(f"{inside}\tann\n{outside}\tben\ns1/../s1/c.wav\tann\t0.5\n")
+        write_tone(root / "s1" / "c.wav", 0.5)
+        ids.append([u.id for u in load_corpus(data_cfg("manifest", manifest=str(manifest), cache=False)).utterances])
+    assert ids[0] == ids[1] == ["b", "s1_a", "s1_c"]  # path under the root without extension, else the stem
+
+
+def test_manifest_ids_that_collide_are_refused_naming_both_files(tmp_path, write_tone, data_cfg):
+    a, b = write_tone(tmp_path / "x" / "a.wav", 0.5), write_tone(tmp_path / "y" / "a.wav", 0.5)
+    manifest = tmp_path / "root" / "list.tsv"
+    manifest.parent.mkdir()
+    manifest.write_text(f"{a}\tann\n{b}\tben\n")
+    with pytest.raises(ValueError, match=rf"^{a} and {b} both map to utterance id 'a'$"):
+        load_corpus(data_cfg("manifest", manifest=str(manifest), cache=False))
 
 
 # ---- splits ----------------------------------------------------------------------------------------------------

@@ -1,51 +1,11 @@
 """Extraction: chunked = whole-file, batching, peak normalisation, bad files, shards, manifest ids."""
 import numpy as np
 import pytest
-import soundfile as sf
-import torch
-from helpers import write_wav
+from helpers import assert_same_units, write_wav
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.data import Utterance
 from audio_vqvae.extract import encode_utterances, plan_pieces, shard
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    """Four good files of different lengths (one stereo, one at 22.05 kHz), an empty file, a non-audio file and one
-    shorter than a frame."""
-    d = tmp_path / "wavs"
-    write_wav(d / "spk1" / "a.wav", 0.5, seed=1)
-    write_wav(d / "spk1" / "b.wav", 0.31, seed=2, channels=2)
-    write_wav(d / "spk2" / "c.wav", 0.77, seed=3, sample_rate=22050)
-    write_wav(d / "spk2" / "d.wav", 0.2, seed=4)
-    (d / "empty.wav").write_bytes(b"")
-    (d / "text.flac").write_text("not audio")
-    sf.write(d / "short.wav", np.zeros(10, np.float32), 16000)
-    return d
-
-
-def lines(path):
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def whole_file_units(model, path, gain=1.0):
-    return model.encode(load_audio(path, model.sample_rate) * gain, model.sample_rate).numpy()
-
-
-def assert_same_units(codes, model, path, gain=1.0):
-    """codes equal whole-file `model.encode` at every frame but those whose two nearest codes are tied to float32
-    precision (kernels chosen per input shape may round differently; see extract_units)."""
-    wav = load_audio(path, model.sample_rate)[None, None] * gain
-    whole = whole_file_units(model, path, gain)
-    with torch.inference_mode():
-        z = model.encode_latents(wav)[0].t().double()  # [T_z, D]
-    e = model.quantizer.codebook.double()
-    d2 = torch.cdist(z, e).square().topk(2, largest=False).values  # [T_z, 2] squared distances
-    tied = ((d2[:, 1] - d2[:, 0]) < 1e-6 * (z.square().sum(1) + e.square().sum(1).max())).numpy()
-    assert codes.shape == whole.shape == (wav.shape[-1] // model.hop,)
-    assert ((codes == whole) | tied).all(), f"{((codes != whole) & ~tied).sum()} frames differ"
-    assert tied.mean() < 1e-3
 
 
 def test_shards_partition_in_order():

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_model_config
 
 from audio_vqvae.audio import mu_law_encode
 from audio_vqvae.model import VQVAE, kl_nats, time_jitter
-from helpers import tiny_model_config
 
 
 def tiny_config(**quantizer):
@@ -194,3 +194,13 @@ def test_encode_accepts_both_stereo_layouts_and_refuses_an_ambiguous_one():
     assert torch.equal(model.encode(stereo.T, 16000, channels_first=False), mono)
     with pytest.raises(ValueError, match="channels_first"):
         model.encode(torch.zeros(4, 4), 16000)
+
+
+def test_a_nan_sample_gives_a_non_finite_loss_and_leaves_the_ema_codebook_alone():
+    model = make(ema=True).train()  # the trainer skips a step whose loss is non-finite
+    wav = torch.cat([clip(seed=1), clip(seed=2)])
+    wav[1, 0, 100] = float("nan")
+    before = {k: v.clone() for k, v in model.quantizer.state_dict().items()}
+    out = model(wav, torch.tensor([0, 1]))
+    assert not torch.isfinite(out.loss)
+    assert all(torch.equal(before[k], v) for k, v in model.quantizer.state_dict().items())

@@ -18,8 +18,8 @@ MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "audio_vqvae" / "configs" 
 
 def make(**overrides) -> VectorQuantizer:
     """A tiny quantizer; every constructor argument explicit, as the model passes them from the config."""
-    args = dict(dim=2, codebook_size=4, ema=True, decay=0.9, epsilon=1e-5, init="none", kmeans_iters=5,
-                restart_after=0, cosine=False)
+    args = {"dim": 2, "codebook_size": 4, "ema": True, "decay": 0.9, "epsilon": 1e-5, "init": "none",
+            "kmeans_iters": 5, "restart_after": 0, "cosine": False}
     return VectorQuantizer(**{**args, **overrides})
 
 
@@ -127,7 +127,7 @@ def test_dead_code_restart_revives_code_and_resets_its_ema_stats():
     centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [50.0, 50.0]])
     vq = make(restart_after=2)
     set_codebook(vq, centres)
-    batch = as_latents((centres[:3].repeat(4, 1) + 0.05 * torch.randn(12, 2)))
+    batch = as_latents(centres[:3].repeat(4, 1) + 0.05 * torch.randn(12, 2))
     assert vq(batch).restarted == 0 and vq.unused_steps.tolist() == [0, 0, 0, 1]
     out = vq(batch)
     assert out.restarted == 1 and out.counts[3] == 0 and vq.unused_steps.tolist() == [0, 0, 0, 0]
@@ -245,12 +245,12 @@ def test_perplexity_and_usage():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(init="pca"), "init must be one of none, kmeans, random, got 'pca'"),
-    (dict(decay=1.0), "decay must be in"),
-    (dict(epsilon=0.0), "epsilon must be positive"),
-    (dict(codebook_size=0), "codebook_size"),
-    (dict(restart_after=-1), "restart_after"),
-    (dict(kmeans_iters=-1), "kmeans_iters"),
+    ({"init": "pca"}, "init must be one of none, kmeans, random, got 'pca'"),
+    ({"decay": 1.0}, "decay must be in"),
+    ({"epsilon": 0.0}, "epsilon must be positive"),
+    ({"codebook_size": 0}, "codebook_size"),
+    ({"restart_after": -1}, "restart_after"),
+    ({"kmeans_iters": -1}, "kmeans_iters"),
 ])
 def test_bad_options_raise(bad, match):
     with pytest.raises(ValueError, match=match):

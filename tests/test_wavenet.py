@@ -1,4 +1,4 @@
-"""WaveNet decoder: shapes, causality, receptive field, incremental == parallel, sampling, conditioning."""
+"""WaveNet decoder: shapes, causality, receptive field, conditioning (generation: test_generation.py)."""
 from __future__ import annotations
 
 import math
@@ -6,34 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from helpers import make_wavenet as make
+from helpers import wavenet_inputs as inputs
+from helpers import LATENT_DIM
 
-from audio_vqvae import generation
-from audio_vqvae.generation import generate
 from audio_vqvae.wavenet import WaveNet
-
-LATENT_DIM = 4
-
-
-def make(
-    kernel_size: int = 2, layers_per_cycle: int = 3, cycles: int = 2, upsample: str = "repeat", hop: int = 4,
-    global_channels: int = 5,
-) -> WaveNet:
-    torch.manual_seed(0)
-    return WaveNet(
-        n_classes=256, residual_channels=8, gate_channels=16, skip_channels=12, kernel_size=kernel_size,
-        layers_per_cycle=layers_per_cycle, cycles=cycles, cond_channels=6, upsample=upsample,
-        latent_dim=LATENT_DIM, hop=hop, global_channels=global_channels,
-    )
-
-
-def inputs(model: WaveNet, batch: int, n_frames: int, seed: int = 1) -> tuple[Tensor, Tensor, Tensor | None]:
-    """prev [B, T], latents [B, D, T_z], g [B, G] (None without global conditioning)."""
-    gen = torch.Generator().manual_seed(seed)
-    prev = torch.randint(0, model.n_classes, (batch, n_frames * model.hop), generator=gen)
-    latents = torch.randn(batch, LATENT_DIM, n_frames, generator=gen)
-    g = torch.randn(batch, model.global_channels, generator=gen) if model.global_channels else None
-    return prev, latents, g
 
 
 def affected(model: WaveNet, pos: int, n_frames: int = 24) -> torch.Tensor:
@@ -74,71 +51,6 @@ def test_receptive_field_matches_perturbation(kernel_size):
     assert changed.max().item() == pos + model.receptive_field - 1
 
 
-CONFIGS = [  # kernel_size, layers_per_cycle, cycles, upsample, hop, global_channels
-    (2, 3, 2, "repeat", 4, 5),
-    (3, 2, 3, "transposed", 4, 5),
-    (2, 4, 1, "transposed", 3, 5),
-    (3, 3, 1, "repeat", 4, 0),
-]
-
-
-@pytest.mark.parametrize("kernel", ["torch", "numba"])
-@pytest.mark.parametrize("config", CONFIGS)
-def test_teacher_forced_generate_equals_forward(config, kernel, monkeypatch):
-    monkeypatch.setattr(generation, "CHUNK_SAMPLES", 20)  # several chunks, the last one partial
-    k, layers, cycles, upsample, hop, global_channels = config
-    model = make(k, layers, cycles, upsample, hop, global_channels)
-    prev, latents, g = inputs(model, 3, 31)
-    with torch.no_grad():
-        expected = model(prev, latents, g)
-    chunks = []
-    got = generate(model, latents, g, teacher=prev, kernel=kernel, progress=chunks.append)
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max().item() < 1e-4
-    assert sum(chunks) == prev.shape[1] and len(chunks) > 1
-
-
-@pytest.mark.parametrize("kernel", ["torch", "numba"])
-def test_greedy_is_deterministic_and_low_temperature_is_greedy(kernel):
-    model = make(upsample="transposed")
-    _, latents, g = inputs(model, 2, 12)
-    first = generate(model, latents, g, greedy=True, kernel=kernel)
-    assert torch.equal(first, generate(model, latents, g, greedy=True, kernel=kernel))
-    assert torch.equal(first, generate(model, latents, g, temperature=1e-6, kernel=kernel))
-
-
-@pytest.mark.parametrize("kernel", ["torch", "numba"])
-def test_sampling_shapes_lengths_and_seed(kernel):
-    model = make()
-    _, latents, g = inputs(model, 3, 10)
-    lengths = torch.tensor([40, 17, 3])
-    chunks = []
-    torch.manual_seed(7)
-    a = generate(model, latents, g, lengths=lengths, start_class=100, progress=chunks.append, kernel=kernel)
-    assert a.shape == (3, 40) and a.dtype == torch.long
-    assert 0 <= a.min() and a.max() < 256
-    assert sum(chunks) == 40
-    torch.manual_seed(7)
-    assert torch.equal(a, generate(model, latents, g, lengths=lengths, start_class=100, kernel=kernel))
-    torch.manual_seed(8)
-    assert not torch.equal(a, generate(model, latents, g, lengths=lengths, start_class=100, kernel=kernel))
-
-    torch.manual_seed(7)
-    short = generate(model, latents, g, lengths=torch.tensor([9, 17, 3]), start_class=100, kernel=kernel)
-    assert torch.equal(short[:, :17], a[:, :17])  # same noise, same samples up to the longest item
-    assert (short[:, 17:] == 100).all()  # stopped after the longest item
-
-
-def test_kernels_sample_alike():
-    model = make()
-    _, latents, g = inputs(model, 2, 8)
-    torch.manual_seed(3)
-    a = generate(model, latents, g, kernel="torch")
-    torch.manual_seed(3)
-    b = generate(model, latents, g, kernel="numba")
-    assert (a == b).float().mean() > 0.9  # the same Gumbel noise; float rounding may flip a rare near-tie
-
-
 def test_local_and_global_conditioning_matter():
     model = make()
     prev, latents, g = inputs(model, 2, 6)
@@ -162,14 +74,6 @@ def test_bad_input_raises():
         model(prev[:, :-1], latents, g)
     with pytest.raises(ValueError, match="g must"):
         model(prev, latents, None)
-    with pytest.raises(ValueError, match="temperature"):
-        generate(model, latents, g, temperature=0.0)
-    with pytest.raises(ValueError, match="kernel"):
-        generate(model, latents, g, kernel="cuda")
-    with pytest.raises(ValueError, match="start_class"):
-        generate(model, latents, g, start_class=256)
-    with pytest.raises(ValueError, match="teacher"):
-        generate(model, latents, g, teacher=prev + 256)
 
 
 @pytest.mark.parametrize("upsample", ["repeat", "transposed"])
