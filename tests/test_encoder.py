@@ -10,7 +10,8 @@ SMALL = OmegaConf.load("audio_vqvae/configs/model/small.yaml").encoder
 
 
 def tiny(**kw) -> Encoder:
-    args = dict(channels=[4, 8, 8], kernel_sizes=[4, 4, 4], strides=[2, 2, 2], latent_dim=3, activation="relu", norm="none")
+    args = {"channels": [4, 8, 8], "kernel_sizes": [4, 4, 4], "strides": [2, 2, 2], "latent_dim": 3,
+            "activation": "relu", "norm": "none"}
     args.update(kw)
     return Encoder(**args)
 

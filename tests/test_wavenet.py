@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import LATENT_DIM
 from helpers import make_wavenet as make
 from helpers import wavenet_inputs as inputs
-from helpers import LATENT_DIM
 
 from audio_vqvae.wavenet import WaveNet
 
