@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# The README's first command runs this from the checkout: train on the shipped demo corpus (model=small, ~10 min on
+# The README's first command runs this from the checkout: train on the shipped demo corpus (model=units, ~10 min on
 # a 2-core CPU), then use the checkpoint as users do: extract units for the whole corpus, resynthesise one
 # utterance in its own voice and convert it to two other speakers.
 # Usage: bash demo.sh [RUN_DIR [TRAINING OVERRIDES...]]   e.g. bash demo.sh runs/quick model=tiny trainer.max_steps=20
+#        bash demo.sh --pretrained [OUT_DIR]           the same with the shipped model instead of training (~1 min)
 set -euo pipefail
 cd "$(dirname "$0")"
-RUN="${1:-runs/demo}"
-CKPT="$RUN/checkpoints/best.pt"
+if [[ "${1:-}" == "--pretrained" ]]; then
+    RUN="${2:-runs/pretrained}"
+    CKPT=pretrained/demo-units
+else
+    RUN="${1:-runs/demo}"
+    CKPT="$RUN/checkpoints/best.pt"
+    audio-vqvae-train run_dir="$RUN" "${@:2}"
+fi
 UTT=datasets/demo/gb_f/gb_f_031.flac
 
-audio-vqvae-train run_dir="$RUN" "${@:2}"
 audio-vqvae-units -c "$CKPT" -o "$RUN/units/demo.txt" --data demo
 audio-vqvae-generate -c "$CKPT" -o "$RUN/wav" "$UTT" --speaker gb_f,sc_m,cb_f
 
 echo
-echo "checkpoint:      $CKPT (and $RUN/checkpoints/last.pt)"
+echo "model:           $CKPT"
 echo "units:           $RUN/units/demo.txt (+ .json sidecar)"
 echo "resynthesis:     $RUN/wav/gb_f_031_to_gb_f.wav"
 echo "conversions:     $RUN/wav/gb_f_031_to_sc_m.wav $RUN/wav/gb_f_031_to_cb_f.wav"
-echo "TensorBoard:     tensorboard --logdir $RUN/tb"
-echo "evaluate:        audio-vqvae-eval $CKPT --out $RUN/eval"
+[[ -d "$RUN/tb" ]] && echo "TensorBoard:     tensorboard --logdir $RUN/tb"
+echo "evaluate:        audio-vqvae-eval $CKPT --data demo_heldout --out $RUN/eval"
