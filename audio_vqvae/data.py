@@ -17,7 +17,7 @@ import operator
 import os
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,10 +371,6 @@ class Split:
     train: list[Utterance]
     val: list[Utterance]
     test: list[Utterance]
-
-    def __iter__(self) -> Iterator[list[Utterance]]:
-        """Unpacks as (train, val, test), like the tuple split_corpus returned before (callers not yet switched)."""
-        return iter((self.train, self.val, self.test))
 
 
 def _sentence_of(pattern: str | None) -> Callable[[str], str]:

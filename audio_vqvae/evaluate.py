@@ -27,11 +27,14 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels, load_alignments
-from .audio import save_audio
+from .audio import AudioError, load_audio, save_audio, scan_audio
 from .baselines import FRAME_RATE as BASELINE_FRAME_RATE
 from .baselines import MFCCKMeans, fit_baseline
+from .batching import pad_batch
 from .checkpoint import file_sha256
-from .data import Utterance, ValidationDataset, load_corpus, split_corpus
+from .config import load_data_config
+from .data import Utterance, load_corpus, split_corpus
+from .extract import collect_utterances
 from .io import atomic_write
 from .model import VQVAE, sample_teacher_forced
 from .plots import codebook_usage_figure, cooccurrence_figure, save_figure, spectrogram_figure
@@ -39,8 +42,6 @@ from .posterior import PosteriorProbe, conditional_posterior, summarize
 from .probes import SpeakerProbe, accuracy, fit_speaker_probe, speaker_leakage
 from .quantizer import perplexity
 from .stability import frame_agreement, unit_stability
-from .config import load_data_config
-from .extract import collect_utterances
 
 log = logging.getLogger("audio_vqvae.evaluate")
 
@@ -49,6 +50,8 @@ SPLITS = ("auto", "test", "val", "train", "all")
 MIN_SAMPLES = 1024  # the log-mel distance's FFT size: shorter audio cannot be compared
 MAX_FIT_UTTERANCES = 400
 """Training utterances the baseline and the speaker probe are fitted on at most (evenly spaced by id)."""
+UNITS_BATCH = 16
+"""Utterances encoded per `encode_batch` call by `units_of`."""
 
 
 @dataclass
@@ -77,7 +80,6 @@ class EvalSet:
     utterances: list[Utterance]
     description: str
     root: Path | None  # where `alignments/` is looked for by default
-    peak_normalize: float | None = None
     train: list[Utterance] = field(default_factory=list)  # fits the baseline and the speaker probe
     val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
 
@@ -101,28 +103,17 @@ def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequen
                          f"{', '.join(sorted(map(str, node)))})") from None
 
 
-def corpus_splits(data: DictConfig, seed: int) -> dict[str, list[Utterance]]:
-    """train / val / test / all utterances of a corpus, as the trainer split them (same config and seed).
-
-    The one place that reads `data.split_corpus`: a (train, val, held-out) tuple, or an object with .train, .val
-    and .test.
-    """
-    corpus = load_corpus(data)
-    split = split_corpus(corpus, data, seed)
-    train, val, test = (split.train, split.val, split.test) if hasattr(split, "train") else split
-    return {"train": list(train), "val": list(val), "test": list(test), "all": list(corpus.utterances),
-            "_root": corpus.root}
-
-
 def corpus_set(data: DictConfig, split: str, seed: int) -> EvalSet:
-    """The EvalSet of a corpus split. `auto`: the test split if the config holds data out, else validation."""
-    splits = corpus_splits(data, seed)
+    """The EvalSet of a corpus split, as the trainer split it (same config and seed): train, val, test or all.
+    `auto`: the test split if the config holds data out, else validation."""
+    corpus = load_corpus(data)
+    parts = split_corpus(corpus, data, seed)
     if split == "auto":
-        split = "test" if splits["test"] else "val"
-    if not splits[split]:
-        raise ValueError(f"the {split} split of {splits['_root']} ({data.name}) is empty; pick another --split")
-    return EvalSet(splits[split], f"{data.name} ({split} split)", Path(splits["_root"]), data.peak_normalize,
-                   splits["train"], splits["val"])
+        split = "test" if parts.test else "val"
+    scored = corpus.utterances if split == "all" else getattr(parts, split)
+    if not scored:
+        raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
+    return EvalSet(scored, f"{data.name} ({split} split)", Path(corpus.root), parts.train, parts.val)
 
 
 def file_set(paths: Sequence[str]) -> EvalSet:
@@ -139,10 +130,32 @@ def file_set(paths: Sequence[str]) -> EvalSet:
 
 def load_wavs(utterances: Sequence[Utterance], sample_rate: int, max_seconds: float | None,
               peak_normalize: float | None) -> dict[str, np.ndarray]:
-    """utt id -> mono wav [T] at the model rate (unreadable files are logged and left out)."""
-    dataset = ValidationDataset(utterances, sorted({u.speaker for u in utterances}), sample_rate, max_seconds,
-                                peak_normalize, None)
-    return {uid: wav[0].numpy() for wav, _, uid in (dataset[i] for i in range(len(dataset)))}
+    """utt id -> mono wav [T] at sample_rate, cropped to its first max_seconds, scaled so that the whole file's peak
+    is peak_normalize (None: the file's level): how training, validation and `extract` read a file. Pass the
+    model's `peak_normalize` (the checkpoint's) to get its input. Unreadable files are logged and left out."""
+    frames = None if max_seconds is None else int(max_seconds * sample_rate)
+    wavs = {}
+    for u in utterances:
+        try:
+            wav = load_audio(u.path, sample_rate, 0, frames)
+            if peak_normalize is not None:
+                wav = wav * (peak_normalize / (u.peak or scan_audio(u.path).peak))
+        except AudioError as err:
+            log.warning("skipping %s: %s", u.path, err)
+            continue
+        wavs[u.id] = wav.numpy()
+    return wavs
+
+
+def units_of(model: VQVAE, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Codes [T // hop] of audio already at the model's input (`load_wavs` with the model's peak_normalize, or a
+    perturbation or decoding of it), batched through `VQVAE.encode_batch`: no second peak normalisation."""
+    out = []
+    for i in range(0, len(wavs), UNITS_BATCH):
+        batch, lengths = pad_batch([torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in wavs[i: i + UNITS_BATCH]])
+        codes = model.encode_batch(batch[:, None], lengths)
+        out += [c[: int(n) // model.hop].cpu().numpy() for c, n in zip(codes, lengths)]
+    return out
 
 
 def evenly(items: Sequence[Any], n: int) -> list[Any]:
@@ -169,11 +182,9 @@ def trained_speakers(model: VQVAE, train: Sequence[Utterance]) -> list[str]:
 class Totals:
     """What the pass over the scored set accumulates."""
 
-    nll: float = 0.0
-    n_samples: int = 0  # of the ELBO's utterances (known speakers)
-    n_latents: int = 0
+    elbo: M.ELBOAccumulator = field(default_factory=M.ELBOAccumulator)  # forwards of the known speakers
     seconds: float = 0.0  # all scored audio
-    counts: np.ndarray | None = None
+    counts: np.ndarray | None = None  # code counts of all scored utterances
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> [T_z]
     latents: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> z_e [T_z, D]
     wavs: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> the scored audio [T]
@@ -200,7 +211,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
     """One pass over the scored set: codes and encoder outputs of every utterance; for speakers in `known`, also
     the ELBO terms, the teacher-forced resynthesis distance and the posterior probes."""
     sr, hop, device = model.sample_rate, model.hop, model.device
-    wavs = load_wavs(set_.utterances, sr, opts.max_seconds, set_.peak_normalize)
+    wavs = load_wavs(set_.utterances, sr, opts.max_seconds, model.peak_normalize)
     rng = np.random.default_rng(opts.seed)
     probe_at = allocate_positions([u for u in set_.utterances if u.speaker in known], opts.posterior_positions,
                                   opts.max_seconds, model.frame_rate, rng)
@@ -221,9 +232,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
             spk = model.speaker_index(utt.speaker)
             out = model(x, torch.tensor([spk], device=device))
             z_e, codes = out.z_e, out.codes
-            t.nll += float(out.nll)
-            t.n_samples += out.n_samples
-            t.n_latents += out.n_latents
+            t.elbo.add(out)
             t.elbo_utterances.append(utt.id)
             tf_wav = sample_teacher_forced(out.logits[0], generator).cpu()
             t.teacher_forced.append(M.log_mel_distance(wav[:n].numpy(), tf_wav.numpy(), sr))
@@ -342,7 +351,7 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
     base_units = {u: baseline.units(totals.wavs[u]) for u in ids}
 
     def model_units(wav: np.ndarray) -> np.ndarray:
-        return model.encode(torch.from_numpy(wav), model.sample_rate).cpu().numpy()
+        return units_of(model, [wav])[0]
 
     sections = {
         "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts),
@@ -401,15 +410,16 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
     self-resynthesis F0 agreement and MCD against the source. Returns the section and the audio panels."""
     if not jobs:
         return {"self": None, "conversion": None}, []
-    codes = [model.encode(torch.from_numpy(j["wav"]), model.sample_rate) for j in jobs]
-    decoded = model.decode(codes, [j["target"] for j in jobs], temperature=opts.temperature)
+    codes = units_of(model, [j["wav"] for j in jobs])
+    decoded = model.decode([torch.from_numpy(c) for c in codes], [j["target"] for j in jobs],
+                           temperature=opts.temperature)
     decoded = [d.cpu().numpy() for d in decoded]
+    back = units_of(model, decoded)
     verdicts = probe.predict(decoded) if probe is not None else [None] * len(jobs)
     rows = []
-    for job, c, wav, said in zip(jobs, codes, decoded, verdicts):
-        back = model.encode(torch.from_numpy(wav), model.sample_rate)
+    for job, c, b, wav, said in zip(jobs, codes, back, decoded, verdicts):
         row = {"utt": job["utt"], "source": job["source"], "target": job["target"], "probe_says": said,
-               "round_trip_agreement": frame_agreement(c.cpu().numpy(), back.cpu().numpy()),
+               "round_trip_agreement": frame_agreement(c, b),
                "seconds": wav.size / model.sample_rate}
         if job["kind"] == "self":
             row["mcd_db"] = M.mel_cepstral_distortion(job["wav"], wav, model.sample_rate)
@@ -439,10 +449,11 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
 
 def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     """ELBO (decoder-known speakers only), bitrates and codebook sections of metrics.json."""
-    elbo = None
-    if totals.n_samples:
-        elbo = M.elbo_terms(totals.nll, totals.n_samples, totals.n_latents, model.codebook_size, model.sample_rate)
-        elbo |= {"n_samples": totals.n_samples, "n_latents": totals.n_latents,
+    elbo, acc = None, totals.elbo
+    if acc.n_samples:
+        elbo = acc.result(model.codebook_size, model.sample_rate)
+        elbo |= M.elbo_terms(acc.nll, acc.n_samples, acc.n_latents, model.codebook_size, model.sample_rate)
+        elbo |= {"n_samples": acc.n_samples, "n_latents": acc.n_latents,
                  "n_utterances": len(totals.elbo_utterances), "speakers": "decoder-known (trained) speakers only"}
     return {
         "elbo": elbo,
@@ -456,21 +467,22 @@ def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     }
 
 
-def speaker_probe(set_: EvalSet, known: Sequence[str], sample_rate: int,
+def speaker_probe(set_: EvalSet, known: Sequence[str], model: VQVAE,
                   opts: EvalOptions) -> tuple[SpeakerProbe | None, dict[str, Any] | None]:
     """The speaker-ID probe, fitted on the training split's audio of the known speakers and scored on their
     validation (held-out sentence) audio; (None, None) without a training split of two or more known speakers."""
     train = [u for u in set_.train if u.speaker in known]
     if len({u.speaker for u in train}) < 2:
         return None, None
-    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
+    sample_rate = model.sample_rate
+    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, model.peak_normalize)
     by_id = {u.id: u for u in train}
     probe = fit_speaker_probe(list(train_wavs.values()), [by_id[u].speaker for u in train_wavs], sample_rate)
     val = [u for u in set_.val if u.speaker in known]
     info: dict[str, Any] = {"fitted_on": f"{len(train_wavs)} training-split utterances of "
                                          f"{len(probe.speakers)} speakers", "natural_val_accuracy": None}
     if val:
-        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, set_.peak_normalize)
+        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, model.peak_normalize)
         by_id = {u.id: u for u in val}
         info["natural_val_accuracy"] = accuracy(probe.predict(list(val_wavs.values())),
                                                 [by_id[u].speaker for u in val_wavs])
@@ -478,13 +490,14 @@ def speaker_probe(set_: EvalSet, known: Sequence[str], sample_rate: int,
     return probe, info
 
 
-def baseline_for(set_: EvalSet, totals: Totals, sample_rate: int, opts: EvalOptions) -> MFCCKMeans:
+def baseline_for(set_: EvalSet, totals: Totals, model: VQVAE, opts: EvalOptions) -> MFCCKMeans:
     """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
     if set_.train:
-        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
-        return fit_baseline(list(wavs.values()), sample_rate, f"training split ({len(wavs)} utterances)",
+        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), model.sample_rate, opts.max_seconds,
+                         model.peak_normalize)
+        return fit_baseline(list(wavs.values()), model.sample_rate, f"training split ({len(wavs)} utterances)",
                             seed=opts.seed)
-    return fit_baseline(list(totals.wavs.values()), sample_rate,
+    return fit_baseline(list(totals.wavs.values()), model.sample_rate,
                         "the scored audio itself (no training split given)", seed=opts.seed)
 
 
@@ -539,13 +552,13 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
     if alignment_dir is not None and not alignments:
         log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
-    baseline = baseline_for(set_, totals, model.sample_rate, opts)
+    baseline = baseline_for(set_, totals, model, opts)
     m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
     m["units"]["alignments"] = str(alignment_dir) if alignments else None
-    probe, m["speaker_probe"] = speaker_probe(set_, known, model.sample_rate, opts)
+    probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
     self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
         [totals.utterances[u] for u in totals.elbo_utterances][: opts.n_resynth]
-    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, set_.peak_normalize)
+    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, model.peak_normalize)
     jobs = resynthesis_jobs(
         model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
         {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)

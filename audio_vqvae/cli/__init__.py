@@ -1,6 +1,2 @@
-<<<<<<< HEAD
 """Thin console apps (argument parsing + library calls): `audio-vqvae-train`, `-units`, `-generate`, `-eval`.
 No app imports another; what they share lives in `cli.common` and the library."""
-=======
-"""Thin console apps over the library: argument parsing, then one library call."""
->>>>>>> h-train
