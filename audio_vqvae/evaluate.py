@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -255,7 +255,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
 # ---- units: quality, leakage and stability, next to the baseline ----------------------------------------------
 
 
-def matched_alignments(alignments: dict[str, list[Segment]],
+def matched_alignments(alignments: Mapping[str, list[Segment]],
                        utterances: dict[str, Utterance]) -> dict[str, list[Segment]]:
     """Segments per evaluated utterance id, found under the utterance id or else its file's stem."""
     found = {u: alignments.get(u, alignments.get(Path(utt.path).stem)) for u, utt in utterances.items()}
