@@ -64,7 +64,7 @@ class EvalOptions:
     resynth_seconds: float = 1.0  # length of each resynthesised / converted excerpt
     temperature: float = 1.0
     abx_triplets: int = 5000
-    posterior_positions: int = 32
+    posterior_positions: int = 8  # each scores all K codes with the decoder: the slowest part of the evaluation
     posterior_chunk: int = 64
     convert_to: str | None = None  # conversion target; default: training speakers in turn
     seed: int = 0
@@ -82,6 +82,7 @@ class EvalSet:
     root: Path | None  # where `alignments/` is looked for by default
     train: list[Utterance] = field(default_factory=list)  # fits the baseline and the speaker probe
     val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
+    split: str | None = None  # train / val / test / all of a corpus; None for plain files
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
@@ -113,7 +114,20 @@ def corpus_set(data: DictConfig, split: str, seed: int) -> EvalSet:
     scored = corpus.utterances if split == "all" else getattr(parts, split)
     if not scored:
         raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
-    return EvalSet(scored, f"{data.name} ({split} split)", Path(corpus.root), parts.train, parts.val)
+    return EvalSet(scored, f"{data.name} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
+                   parts.train, parts.val, split)
+
+
+def split_detail(data: DictConfig, split: str, scored: Sequence[Utterance]) -> str:
+    """What a split holds, for the report: the held-out speakers and sentences of `test`, the validation rule of
+    `val`."""
+    if split == "test":
+        sentences = data.get("held_out_sentences") or None
+        speakers = ", ".join(sorted({u.speaker for u in scored}))
+        return f": held-out speakers {speakers}" + (f" x held-out sentences (data.held_out_sentences={sentences})" if sentences else "")
+    if split == "val":
+        return f": data.val_per_speaker={data.val_per_speaker} utterances of each training speaker"
+    return ""
 
 
 def file_set(paths: Sequence[str]) -> EvalSet:
@@ -302,28 +316,43 @@ def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance],
     ids = list(units)
     return {
         "n_units": n_units,
-        "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds),
-        "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True),
+        # + 0.0: one code has entropy -0.0, which would print as "-0"
+        "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds) + 0.0,
+        "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True) + 0.0,
         "speaker_leakage": speaker_leakage([units[u] for u in ids], n_units, [utterances[u].speaker for u in ids],
                                            [sentence_of(utterances[u]) for u in ids], opts.seed),
     }
 
 
-COMPARED = (  # (label, path into a unit section, higher is better)
-    ("PNMI", ("phones", "pnmi"), True),
-    ("phone purity", ("phones", "phone_purity"), True),
-    ("ABX within, units", ("phones", "abx", "within"), False),
-    ("ABX across, units", ("phones", "abx", "across"), False),
-    ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False),
-    ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False),
-    ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False),
-    ("frame agreement, +6 dB", ("stability", "gain_+6dB", "frame_agreement"), True),
-    ("frame agreement, -6 dB", ("stability", "gain_-6dB", "frame_agreement"), True),
-    ("frame agreement, noise 30 dB SNR", ("stability", "noise_30dB", "frame_agreement"), True),
-    ("frame agreement, noise 20 dB SNR", ("stability", "noise_20dB", "frame_agreement"), True),
-    ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True),
+COMPARED = (  # (label, path into a unit section, higher is better, a win only if the units did not collapse)
+    ("PNMI", ("phones", "pnmi"), True, False),
+    ("phone purity", ("phones", "phone_purity"), True, False),
+    ("ABX within, units", ("phones", "abx", "within"), False, False),
+    ("ABX across, units", ("phones", "abx", "across"), False, False),
+    ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False, True),
+    ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False, True),
+    ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False, True),
+    ("frame agreement, +6 dB", ("stability", "gain_+6dB", "frame_agreement"), True, True),
+    ("frame agreement, -6 dB", ("stability", "gain_-6dB", "frame_agreement"), True, True),
+    ("frame agreement, noise 30 dB SNR", ("stability", "noise_30dB", "frame_agreement"), True, True),
+    ("frame agreement, noise 20 dB SNR", ("stability", "noise_20dB", "frame_agreement"), True, True),
+    ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True, True),
 )
-"""The measures on which the model's units are compared with the MFCC k-means baseline."""
+"""The measures on which the model's units are compared with the MFCC k-means baseline. Low bitrate, low leakage
+and high stability are what a constant sequence scores: for collapsed units they are no win (beats_baseline None)."""
+COLLAPSE_PERPLEXITY = 2.0
+"""Units with a lower codebook perplexity on the scored set count as collapsed..."""
+COLLAPSE_TOP_SHARE = 0.9
+"""...and so do units whose most used code covers more than this share of the scored frames."""
+
+
+def collapse(counts: np.ndarray) -> dict[str, Any]:
+    """Whether units with code counts [K] collapsed to a handful of codes (perplexity < COLLAPSE_PERPLEXITY or one
+    code on more than COLLAPSE_TOP_SHARE of the frames), with both numbers."""
+    ppl = float(perplexity(torch.as_tensor(counts, dtype=torch.float64)))
+    top = float(counts.max() / max(counts.sum(), 1))
+    return {"collapsed": ppl < COLLAPSE_PERPLEXITY or top > COLLAPSE_TOP_SHARE, "perplexity": ppl,
+            "top_code": int(counts.argmax()), "top_code_share": top}
 
 
 def _get(node: Any, path: Sequence[str]) -> Any:
@@ -332,12 +361,14 @@ def _get(node: Any, path: Sequence[str]) -> Any:
     return node
 
 
-def comparison(model_units: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a)."""
+def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed: bool = False) -> list[dict[str, Any]]:
+    """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a, or if
+    the units collapsed and the measure rewards a constant sequence)."""
     rows = []
-    for label, path, higher in COMPARED:
+    for label, path, higher, needs_units in COMPARED:
         a, b = _get(model_units, path), _get(baseline, path)
-        beats = None if a is None or b is None else bool(a > b if higher else a < b)
+        void = a is None or b is None or collapsed and needs_units
+        beats = None if void else bool(a > b if higher else a < b)
         rows.append({"measure": label, "model": a, "baseline": b, "higher_is_better": higher, "beats_baseline": beats})
     return rows
 
@@ -369,8 +400,10 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
         figure = (counts, phones)
     baseline_info = {"fitted_on": baseline.fitted_on, "frame_rate": BASELINE_FRAME_RATE,
                      "settings": "13 MFCC + delta + delta-delta, 25 ms / 10 ms, per-utterance CMVN, k-means"}
+    sections["model"]["collapse"] = collapse(totals.counts)
     section = {"model": sections["model"], "baseline": baseline_info | sections["baseline"],
-               "comparison": comparison(sections["model"], sections["baseline"])}
+               "comparison": comparison(sections["model"], sections["baseline"],
+                                        sections["model"]["collapse"]["collapsed"])}
     return section, figure
 
 
@@ -543,7 +576,8 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
         "checkpoint": {"path": checkpoint, "sha256": file_sha256(checkpoint), "step": model.step,
                        "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
                        "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
-        "data": {"source": set_.description, "n_utterances": len(totals.codes), "speakers": scored_speakers,
+        "data": {"source": set_.description, "split": set_.split, "n_utterances": len(totals.codes),
+                 "speakers": scored_speakers,
                  "unknown_to_decoder": [s for s in scored_speakers if s not in known],
                  "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
         **set_metrics(model, totals),
@@ -575,7 +609,7 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    return "n/a" if value is None else f"{value + 0.0:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
@@ -616,9 +650,20 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 
 def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, model, baseline, beats baseline) rows of the units-vs-baseline table."""
-    yes_no = {True: "yes", False: "no", None: "n/a"}
+    collapsed = m["units"]["model"]["collapse"]["collapsed"]
+    yes_no = {True: "yes", False: "no", None: "n/a (units collapsed)" if collapsed else "n/a"}
     return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]), _fmt(r["baseline"]),
              yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
+
+
+def collapse_line(m: dict[str, Any]) -> str:
+    """The report's warning when the units collapsed (empty otherwise)."""
+    c = m["units"]["model"]["collapse"]
+    if not c["collapsed"]:
+        return ""
+    return (f"**The units collapsed**: perplexity {_fmt(c['perplexity'], 3)}, code {c['top_code']} on "
+            f"{100 * c['top_code_share']:.0f} % of the frames. Their low bitrate, low speaker leakage and high "
+            "stability are those of a near-constant sequence, so they are not counted as beating the baseline.")
 
 
 def markdown_report(m: dict[str, Any]) -> str:
@@ -642,6 +687,8 @@ def markdown_report(m: dict[str, Any]) -> str:
         (f"Phone scores: {'alignments ' + u['alignments'] if u['alignments'] else 'n/a (no alignments)'}. "
         "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
         f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
+        "",
+        collapse_line(m),
         "",
         "| measure | model | baseline | beats baseline |",
         "|---|---|---|---|",
