@@ -56,7 +56,7 @@ UNITS_BATCH = 16
 
 @dataclass
 class EvalOptions:
-    """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to about two minutes."""
+    """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to 1.5-3 minutes on 2 busy CPU cores."""
 
     max_seconds: float | None = None  # crop every scored utterance to its first S seconds
     n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (sampled WaveNet, slow)
@@ -64,7 +64,7 @@ class EvalOptions:
     resynth_seconds: float = 1.0  # length of each resynthesised / converted excerpt
     temperature: float = 1.0
     abx_triplets: int = 5000
-    posterior_positions: int = 8  # each scores all K codes with the decoder: the slowest part of the evaluation
+    posterior_positions: int = 4  # each scores all K codes with the decoder: the slowest part of the evaluation
     posterior_chunk: int = 64
     convert_to: str | None = None  # conversion target; default: training speakers in turn
     seed: int = 0
