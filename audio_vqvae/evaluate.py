@@ -656,14 +656,14 @@ def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
              yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
 
 
-def collapse_line(m: dict[str, Any]) -> str:
-    """The report's warning when the units collapsed (empty otherwise)."""
+def collapse_lines(m: dict[str, Any]) -> list[str]:
+    """The report's warning paragraph when the units collapsed (none otherwise)."""
     c = m["units"]["model"]["collapse"]
     if not c["collapsed"]:
-        return ""
-    return (f"**The units collapsed**: perplexity {_fmt(c['perplexity'], 3)}, code {c['top_code']} on "
+        return []
+    return [(f"**The units collapsed**: perplexity {_fmt(c['perplexity'], 3)}, code {c['top_code']} on "
             f"{100 * c['top_code_share']:.0f} % of the frames. Their low bitrate, low speaker leakage and high "
-            "stability are those of a near-constant sequence, so they are not counted as beating the baseline.")
+            "stability are those of a near-constant sequence, so they are not counted as beating the baseline."), ""]
 
 
 def markdown_report(m: dict[str, Any]) -> str:
@@ -688,8 +688,7 @@ def markdown_report(m: dict[str, Any]) -> str:
         "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
         f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
         "",
-        collapse_line(m),
-        "",
+        *collapse_lines(m),
         "| measure | model | baseline | beats baseline |",
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),
