@@ -28,7 +28,7 @@ K = 64
 """k-means clusters: a bitrate bound of 100 * log2(64) = 600 bits/s, of the order of the model's units."""
 KMEANS_INIT = 3
 """k-means++ restarts (scikit-learn `n_init`); the best inertia is kept."""
-MAX_FIT_FRAMES = 100_000
+MAX_FIT_FRAMES = 30_000
 """Training frames k-means sees at most (an evenly spaced subset beyond that), to bound the fit time."""
 
 

@@ -15,7 +15,7 @@ import torch
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels
 from .data import Utterance
-from .evaluate import evenly, load_wavs
+from .evaluate import evenly, load_wavs, matched_alignments, units_of
 from .model import VQVAE
 from .quantizer import perplexity
 from .stability import frame_agreement, perturb
@@ -40,22 +40,24 @@ def curve_items(utterances: Sequence[Utterance], sample_rate: int, peak_normaliz
                 alignments: Mapping[str, list[Segment]] | None = None, n: int = CURVE_UTTERANCES,
                 max_seconds: float = CURVE_SECONDS) -> list[CurveItem]:
     """Up to n utterances (evenly spaced) read once as validation reads them (data.peak_normalize), each cropped to
-    max_seconds, with their alignments by utterance id (`alignments.load_alignments(<corpus>/alignments)`)."""
-    wavs = load_wavs(evenly(utterances, n), sample_rate, max_seconds, peak_normalize)
-    return [CurveItem(wav, (alignments or {}).get(uid)) for uid, wav in wavs.items()]
+    max_seconds, with their alignments (`alignments.load_alignments(<corpus>/alignments)`), found by utterance id or
+    file stem."""
+    chosen = {u.id: u for u in evenly(utterances, n)}
+    found = matched_alignments(alignments or {}, chosen)
+    wavs = load_wavs(list(chosen.values()), sample_rate, max_seconds, peak_normalize)
+    return [CurveItem(wav, found.get(uid)) for uid, wav in wavs.items()]
 
 
 @torch.no_grad()
 def unit_curves(model: VQVAE, items: Sequence[CurveItem]) -> dict[str, float]:
     """{"units/...": value}: entropy bitrate (and after dedup), codebook perplexity of the units, frame agreement
-    under +6 dB gain, and, when items carry alignments, phone purity and PNMI. The model's mode is restored."""
+    under +6 dB gain, and, when items carry alignments, phone purity and PNMI. The items are the model's input
+    already (`curve_items`), so they are encoded as they are (`evaluate.units_of`). The model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        wavs = [torch.from_numpy(it.wav) for it in items]
-        clean = [c.cpu().numpy() for c in model.encode(wavs, model.sample_rate)]
-        louder = [c.cpu().numpy() for c in model.encode([torch.from_numpy(perturb(it.wav, CURVE_PERTURBATION))
-                                                         for it in items], model.sample_rate)]
+        clean = units_of(model, [it.wav for it in items])
+        louder = units_of(model, [perturb(it.wav, CURVE_PERTURBATION) for it in items])
     finally:
         model.train(was_training)
     seconds = sum(it.wav.size for it in items) / model.sample_rate

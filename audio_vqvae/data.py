@@ -393,10 +393,6 @@ class Split:
     val: list[Utterance]
     test: list[Utterance]
 
-    def __iter__(self) -> Iterator[list[Utterance]]:
-        """Unpacks as (train, val, test), like the tuple split_corpus returned before (callers not yet switched)."""
-        return iter((self.train, self.val, self.test))
-
 
 def _sentence_of(pattern: str | None) -> Callable[[str], str]:
     """data.sentence_key (a regex with one group, searched in the utterance id) -> id -> sentence key."""

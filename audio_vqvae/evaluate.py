@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,14 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .alignments import Segment, build_vocab, frame_labels, load_alignments
-from .audio import save_audio
+from .audio import AudioError, load_audio, save_audio, scan_audio
 from .baselines import FRAME_RATE as BASELINE_FRAME_RATE
 from .baselines import MFCCKMeans, fit_baseline
+from .batching import pad_batch
 from .checkpoint import file_sha256
-from .data import Utterance, ValidationDataset, load_corpus, split_corpus
+from .config import load_data_config
+from .data import Utterance, load_corpus, split_corpus
+from .extract import collect_utterances
 from .io import atomic_write
 from .model import VQVAE, sample_teacher_forced
 from .plots import codebook_usage_figure, cooccurrence_figure, save_figure, spectrogram_figure
@@ -39,8 +42,6 @@ from .posterior import PosteriorProbe, conditional_posterior, summarize
 from .probes import SpeakerProbe, accuracy, fit_speaker_probe, speaker_leakage
 from .quantizer import perplexity
 from .stability import frame_agreement, unit_stability
-from .config import load_data_config
-from .extract import collect_utterances
 
 log = logging.getLogger("audio_vqvae.evaluate")
 
@@ -49,11 +50,13 @@ SPLITS = ("auto", "test", "val", "train", "all")
 MIN_SAMPLES = 1024  # the log-mel distance's FFT size: shorter audio cannot be compared
 MAX_FIT_UTTERANCES = 400
 """Training utterances the baseline and the speaker probe are fitted on at most (evenly spaced by id)."""
+UNITS_BATCH = 16
+"""Utterances encoded per `encode_batch` call by `units_of`."""
 
 
 @dataclass
 class EvalOptions:
-    """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to about two minutes."""
+    """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to 1.5-3 minutes on 2 busy CPU cores."""
 
     max_seconds: float | None = None  # crop every scored utterance to its first S seconds
     n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (sampled WaveNet, slow)
@@ -61,7 +64,7 @@ class EvalOptions:
     resynth_seconds: float = 1.0  # length of each resynthesised / converted excerpt
     temperature: float = 1.0
     abx_triplets: int = 5000
-    posterior_positions: int = 32
+    posterior_positions: int = 4  # each scores all K codes with the decoder: the slowest part of the evaluation
     posterior_chunk: int = 64
     convert_to: str | None = None  # conversion target; default: training speakers in turn
     seed: int = 0
@@ -77,9 +80,9 @@ class EvalSet:
     utterances: list[Utterance]
     description: str
     root: Path | None  # where `alignments/` is looked for by default
-    peak_normalize: float | None = None
     train: list[Utterance] = field(default_factory=list)  # fits the baseline and the speaker probe
     val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
+    split: str | None = None  # train / val / test / all of a corpus; None for plain files
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
@@ -101,28 +104,30 @@ def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequen
                          f"{', '.join(sorted(map(str, node)))})") from None
 
 
-def corpus_splits(data: DictConfig, seed: int) -> dict[str, list[Utterance]]:
-    """train / val / test / all utterances of a corpus, as the trainer split them (same config and seed).
-
-    The one place that reads `data.split_corpus`: a (train, val, held-out) tuple, or an object with .train, .val
-    and .test.
-    """
-    corpus = load_corpus(data)
-    split = split_corpus(corpus, data, seed)
-    train, val, test = (split.train, split.val, split.test) if hasattr(split, "train") else split
-    return {"train": list(train), "val": list(val), "test": list(test), "all": list(corpus.utterances),
-            "_root": corpus.root}
-
-
 def corpus_set(data: DictConfig, split: str, seed: int) -> EvalSet:
-    """The EvalSet of a corpus split. `auto`: the test split if the config holds data out, else validation."""
-    splits = corpus_splits(data, seed)
+    """The EvalSet of a corpus split, as the trainer split it (same config and seed): train, val, test or all.
+    `auto`: the test split if the config holds data out, else validation."""
+    corpus = load_corpus(data)
+    parts = split_corpus(corpus, data, seed)
     if split == "auto":
-        split = "test" if splits["test"] else "val"
-    if not splits[split]:
-        raise ValueError(f"the {split} split of {splits['_root']} ({data.name}) is empty; pick another --split")
-    return EvalSet(splits[split], f"{data.name} ({split} split)", Path(splits["_root"]), data.peak_normalize,
-                   splits["train"], splits["val"])
+        split = "test" if parts.test else "val"
+    scored = corpus.utterances if split == "all" else getattr(parts, split)
+    if not scored:
+        raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
+    return EvalSet(scored, f"{data.name} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
+                   parts.train, parts.val, split)
+
+
+def split_detail(data: DictConfig, split: str, scored: Sequence[Utterance]) -> str:
+    """What a split holds, for the report: the held-out speakers and sentences of `test`, the validation rule of
+    `val`."""
+    if split == "test":
+        sentences = data.get("held_out_sentences") or None
+        speakers = ", ".join(sorted({u.speaker for u in scored}))
+        return f": held-out speakers {speakers}" + (f" x held-out sentences (data.held_out_sentences={sentences})" if sentences else "")
+    if split == "val":
+        return f": data.val_per_speaker={data.val_per_speaker} utterances of each training speaker"
+    return ""
 
 
 def file_set(paths: Sequence[str]) -> EvalSet:
@@ -139,10 +144,32 @@ def file_set(paths: Sequence[str]) -> EvalSet:
 
 def load_wavs(utterances: Sequence[Utterance], sample_rate: int, max_seconds: float | None,
               peak_normalize: float | None) -> dict[str, np.ndarray]:
-    """utt id -> mono wav [T] at the model rate (unreadable files are logged and left out)."""
-    dataset = ValidationDataset(utterances, sorted({u.speaker for u in utterances}), sample_rate, max_seconds,
-                                peak_normalize, None)
-    return {uid: wav[0].numpy() for wav, _, uid in (dataset[i] for i in range(len(dataset)))}
+    """utt id -> mono wav [T] at sample_rate, cropped to its first max_seconds, scaled so that the whole file's peak
+    is peak_normalize (None: the file's level): how training, validation and `extract` read a file. Pass the
+    model's `peak_normalize` (the checkpoint's) to get its input. Unreadable files are logged and left out."""
+    frames = None if max_seconds is None else int(max_seconds * sample_rate)
+    wavs = {}
+    for u in utterances:
+        try:
+            wav = load_audio(u.path, sample_rate, 0, frames)
+            if peak_normalize is not None:
+                wav = wav * (peak_normalize / (u.peak or scan_audio(u.path).peak))
+        except AudioError as err:
+            log.warning("skipping %s: %s", u.path, err)
+            continue
+        wavs[u.id] = wav.numpy()
+    return wavs
+
+
+def units_of(model: VQVAE, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Codes [T // hop] of audio already at the model's input (`load_wavs` with the model's peak_normalize, or a
+    perturbation or decoding of it), batched through `VQVAE.encode_batch`: no second peak normalisation."""
+    out = []
+    for i in range(0, len(wavs), UNITS_BATCH):
+        batch, lengths = pad_batch([torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in wavs[i: i + UNITS_BATCH]])
+        codes = model.encode_batch(batch[:, None], lengths)
+        out += [c[: int(n) // model.hop].cpu().numpy() for c, n in zip(codes, lengths)]
+    return out
 
 
 def evenly(items: Sequence[Any], n: int) -> list[Any]:
@@ -169,11 +196,9 @@ def trained_speakers(model: VQVAE, train: Sequence[Utterance]) -> list[str]:
 class Totals:
     """What the pass over the scored set accumulates."""
 
-    nll: float = 0.0
-    n_samples: int = 0  # of the ELBO's utterances (known speakers)
-    n_latents: int = 0
+    elbo: M.ELBOAccumulator = field(default_factory=M.ELBOAccumulator)  # forwards of the known speakers
     seconds: float = 0.0  # all scored audio
-    counts: np.ndarray | None = None
+    counts: np.ndarray | None = None  # code counts of all scored utterances
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> [T_z]
     latents: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> z_e [T_z, D]
     wavs: dict[str, np.ndarray] = field(default_factory=dict)  # utt -> the scored audio [T]
@@ -200,7 +225,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
     """One pass over the scored set: codes and encoder outputs of every utterance; for speakers in `known`, also
     the ELBO terms, the teacher-forced resynthesis distance and the posterior probes."""
     sr, hop, device = model.sample_rate, model.hop, model.device
-    wavs = load_wavs(set_.utterances, sr, opts.max_seconds, set_.peak_normalize)
+    wavs = load_wavs(set_.utterances, sr, opts.max_seconds, model.peak_normalize)
     rng = np.random.default_rng(opts.seed)
     probe_at = allocate_positions([u for u in set_.utterances if u.speaker in known], opts.posterior_positions,
                                   opts.max_seconds, model.frame_rate, rng)
@@ -221,9 +246,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
             spk = model.speaker_index(utt.speaker)
             out = model(x, torch.tensor([spk], device=device))
             z_e, codes = out.z_e, out.codes
-            t.nll += float(out.nll)
-            t.n_samples += out.n_samples
-            t.n_latents += out.n_latents
+            t.elbo.add(out)
             t.elbo_utterances.append(utt.id)
             tf_wav = sample_teacher_forced(out.logits[0], generator).cpu()
             t.teacher_forced.append(M.log_mel_distance(wav[:n].numpy(), tf_wav.numpy(), sr))
@@ -246,7 +269,7 @@ def evaluate_set(model: VQVAE, set_: EvalSet, known: Sequence[str], opts: EvalOp
 # ---- units: quality, leakage and stability, next to the baseline ----------------------------------------------
 
 
-def matched_alignments(alignments: dict[str, list[Segment]],
+def matched_alignments(alignments: Mapping[str, list[Segment]],
                        utterances: dict[str, Utterance]) -> dict[str, list[Segment]]:
     """Segments per evaluated utterance id, found under the utterance id or else its file's stem."""
     found = {u: alignments.get(u, alignments.get(Path(utt.path).stem)) for u, utt in utterances.items()}
@@ -293,28 +316,43 @@ def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance],
     ids = list(units)
     return {
         "n_units": n_units,
-        "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds),
-        "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True),
+        # + 0.0: one code has entropy -0.0, which would print as "-0"
+        "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds) + 0.0,
+        "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True) + 0.0,
         "speaker_leakage": speaker_leakage([units[u] for u in ids], n_units, [utterances[u].speaker for u in ids],
                                            [sentence_of(utterances[u]) for u in ids], opts.seed),
     }
 
 
-COMPARED = (  # (label, path into a unit section, higher is better)
-    ("PNMI", ("phones", "pnmi"), True),
-    ("phone purity", ("phones", "phone_purity"), True),
-    ("ABX within, units", ("phones", "abx", "within"), False),
-    ("ABX across, units", ("phones", "abx", "across"), False),
-    ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False),
-    ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False),
-    ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False),
-    ("frame agreement, +6 dB", ("stability", "gain_+6dB", "frame_agreement"), True),
-    ("frame agreement, -6 dB", ("stability", "gain_-6dB", "frame_agreement"), True),
-    ("frame agreement, noise 30 dB SNR", ("stability", "noise_30dB", "frame_agreement"), True),
-    ("frame agreement, noise 20 dB SNR", ("stability", "noise_20dB", "frame_agreement"), True),
-    ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True),
+COMPARED = (  # (label, path into a unit section, higher is better, a win only if the units did not collapse)
+    ("PNMI", ("phones", "pnmi"), True, False),
+    ("phone purity", ("phones", "phone_purity"), True, False),
+    ("ABX within, units", ("phones", "abx", "within"), False, False),
+    ("ABX across, units", ("phones", "abx", "across"), False, False),
+    ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False, True),
+    ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False, True),
+    ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False, True),
+    ("frame agreement, +6 dB", ("stability", "gain_+6dB", "frame_agreement"), True, True),
+    ("frame agreement, -6 dB", ("stability", "gain_-6dB", "frame_agreement"), True, True),
+    ("frame agreement, noise 30 dB SNR", ("stability", "noise_30dB", "frame_agreement"), True, True),
+    ("frame agreement, noise 20 dB SNR", ("stability", "noise_20dB", "frame_agreement"), True, True),
+    ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True, True),
 )
-"""The measures on which the model's units are compared with the MFCC k-means baseline."""
+"""The measures on which the model's units are compared with the MFCC k-means baseline. Low bitrate, low leakage
+and high stability are what a constant sequence scores: for collapsed units they are no win (beats_baseline None)."""
+COLLAPSE_PERPLEXITY = 2.0
+"""Units with a lower codebook perplexity on the scored set count as collapsed..."""
+COLLAPSE_TOP_SHARE = 0.9
+"""...and so do units whose most used code covers more than this share of the scored frames."""
+
+
+def collapse(counts: np.ndarray) -> dict[str, Any]:
+    """Whether units with code counts [K] collapsed to a handful of codes (perplexity < COLLAPSE_PERPLEXITY or one
+    code on more than COLLAPSE_TOP_SHARE of the frames), with both numbers."""
+    ppl = float(perplexity(torch.as_tensor(counts, dtype=torch.float64)))
+    top = float(counts.max() / max(counts.sum(), 1))
+    return {"collapsed": ppl < COLLAPSE_PERPLEXITY or top > COLLAPSE_TOP_SHARE, "perplexity": ppl,
+            "top_code": int(counts.argmax()), "top_code_share": top}
 
 
 def _get(node: Any, path: Sequence[str]) -> Any:
@@ -323,12 +361,14 @@ def _get(node: Any, path: Sequence[str]) -> Any:
     return node
 
 
-def comparison(model_units: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a)."""
+def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed: bool = False) -> list[dict[str, Any]]:
+    """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a, or if
+    the units collapsed and the measure rewards a constant sequence)."""
     rows = []
-    for label, path, higher in COMPARED:
+    for label, path, higher, needs_units in COMPARED:
         a, b = _get(model_units, path), _get(baseline, path)
-        beats = None if a is None or b is None else bool(a > b if higher else a < b)
+        void = a is None or b is None or collapsed and needs_units
+        beats = None if void else bool(a > b if higher else a < b)
         rows.append({"measure": label, "model": a, "baseline": b, "higher_is_better": higher, "beats_baseline": beats})
     return rows
 
@@ -342,7 +382,7 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
     base_units = {u: baseline.units(totals.wavs[u]) for u in ids}
 
     def model_units(wav: np.ndarray) -> np.ndarray:
-        return model.encode(torch.from_numpy(wav), model.sample_rate).cpu().numpy()
+        return units_of(model, [wav])[0]
 
     sections = {
         "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts),
@@ -360,8 +400,10 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
         figure = (counts, phones)
     baseline_info = {"fitted_on": baseline.fitted_on, "frame_rate": BASELINE_FRAME_RATE,
                      "settings": "13 MFCC + delta + delta-delta, 25 ms / 10 ms, per-utterance CMVN, k-means"}
+    sections["model"]["collapse"] = collapse(totals.counts)
     section = {"model": sections["model"], "baseline": baseline_info | sections["baseline"],
-               "comparison": comparison(sections["model"], sections["baseline"])}
+               "comparison": comparison(sections["model"], sections["baseline"],
+                                        sections["model"]["collapse"]["collapsed"])}
     return section, figure
 
 
@@ -401,15 +443,16 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
     self-resynthesis F0 agreement and MCD against the source. Returns the section and the audio panels."""
     if not jobs:
         return {"self": None, "conversion": None}, []
-    codes = [model.encode(torch.from_numpy(j["wav"]), model.sample_rate) for j in jobs]
-    decoded = model.decode(codes, [j["target"] for j in jobs], temperature=opts.temperature)
+    codes = units_of(model, [j["wav"] for j in jobs])
+    decoded = model.decode([torch.from_numpy(c) for c in codes], [j["target"] for j in jobs],
+                           temperature=opts.temperature)
     decoded = [d.cpu().numpy() for d in decoded]
+    back = units_of(model, decoded)
     verdicts = probe.predict(decoded) if probe is not None else [None] * len(jobs)
     rows = []
-    for job, c, wav, said in zip(jobs, codes, decoded, verdicts):
-        back = model.encode(torch.from_numpy(wav), model.sample_rate)
+    for job, c, b, wav, said in zip(jobs, codes, back, decoded, verdicts):
         row = {"utt": job["utt"], "source": job["source"], "target": job["target"], "probe_says": said,
-               "round_trip_agreement": frame_agreement(c.cpu().numpy(), back.cpu().numpy()),
+               "round_trip_agreement": frame_agreement(c, b),
                "seconds": wav.size / model.sample_rate}
         if job["kind"] == "self":
             row["mcd_db"] = M.mel_cepstral_distortion(job["wav"], wav, model.sample_rate)
@@ -439,10 +482,11 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
 
 def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     """ELBO (decoder-known speakers only), bitrates and codebook sections of metrics.json."""
-    elbo = None
-    if totals.n_samples:
-        elbo = M.elbo_terms(totals.nll, totals.n_samples, totals.n_latents, model.codebook_size, model.sample_rate)
-        elbo |= {"n_samples": totals.n_samples, "n_latents": totals.n_latents,
+    elbo, acc = None, totals.elbo
+    if acc.n_samples:
+        elbo = acc.result(model.codebook_size, model.sample_rate)
+        elbo |= M.elbo_terms(acc.nll, acc.n_samples, acc.n_latents, model.codebook_size, model.sample_rate)
+        elbo |= {"n_samples": acc.n_samples, "n_latents": acc.n_latents,
                  "n_utterances": len(totals.elbo_utterances), "speakers": "decoder-known (trained) speakers only"}
     return {
         "elbo": elbo,
@@ -456,21 +500,22 @@ def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     }
 
 
-def speaker_probe(set_: EvalSet, known: Sequence[str], sample_rate: int,
+def speaker_probe(set_: EvalSet, known: Sequence[str], model: VQVAE,
                   opts: EvalOptions) -> tuple[SpeakerProbe | None, dict[str, Any] | None]:
     """The speaker-ID probe, fitted on the training split's audio of the known speakers and scored on their
     validation (held-out sentence) audio; (None, None) without a training split of two or more known speakers."""
     train = [u for u in set_.train if u.speaker in known]
     if len({u.speaker for u in train}) < 2:
         return None, None
-    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
+    sample_rate = model.sample_rate
+    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, model.peak_normalize)
     by_id = {u.id: u for u in train}
     probe = fit_speaker_probe(list(train_wavs.values()), [by_id[u].speaker for u in train_wavs], sample_rate)
     val = [u for u in set_.val if u.speaker in known]
     info: dict[str, Any] = {"fitted_on": f"{len(train_wavs)} training-split utterances of "
                                          f"{len(probe.speakers)} speakers", "natural_val_accuracy": None}
     if val:
-        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, set_.peak_normalize)
+        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, model.peak_normalize)
         by_id = {u.id: u for u in val}
         info["natural_val_accuracy"] = accuracy(probe.predict(list(val_wavs.values())),
                                                 [by_id[u].speaker for u in val_wavs])
@@ -478,13 +523,14 @@ def speaker_probe(set_: EvalSet, known: Sequence[str], sample_rate: int,
     return probe, info
 
 
-def baseline_for(set_: EvalSet, totals: Totals, sample_rate: int, opts: EvalOptions) -> MFCCKMeans:
+def baseline_for(set_: EvalSet, totals: Totals, model: VQVAE, opts: EvalOptions) -> MFCCKMeans:
     """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
     if set_.train:
-        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, set_.peak_normalize)
-        return fit_baseline(list(wavs.values()), sample_rate, f"training split ({len(wavs)} utterances)",
+        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), model.sample_rate, opts.max_seconds,
+                         model.peak_normalize)
+        return fit_baseline(list(wavs.values()), model.sample_rate, f"training split ({len(wavs)} utterances)",
                             seed=opts.seed)
-    return fit_baseline(list(totals.wavs.values()), sample_rate,
+    return fit_baseline(list(totals.wavs.values()), model.sample_rate,
                         "the scored audio itself (no training split given)", seed=opts.seed)
 
 
@@ -530,7 +576,8 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
         "checkpoint": {"path": checkpoint, "sha256": file_sha256(checkpoint), "step": model.step,
                        "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
                        "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
-        "data": {"source": set_.description, "n_utterances": len(totals.codes), "speakers": scored_speakers,
+        "data": {"source": set_.description, "split": set_.split, "n_utterances": len(totals.codes),
+                 "speakers": scored_speakers,
                  "unknown_to_decoder": [s for s in scored_speakers if s not in known],
                  "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
         **set_metrics(model, totals),
@@ -539,13 +586,13 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
     if alignment_dir is not None and not alignments:
         log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
-    baseline = baseline_for(set_, totals, model.sample_rate, opts)
+    baseline = baseline_for(set_, totals, model, opts)
     m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
     m["units"]["alignments"] = str(alignment_dir) if alignments else None
-    probe, m["speaker_probe"] = speaker_probe(set_, known, model.sample_rate, opts)
+    probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
     self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
         [totals.utterances[u] for u in totals.elbo_utterances][: opts.n_resynth]
-    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, set_.peak_normalize)
+    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, model.peak_normalize)
     jobs = resynthesis_jobs(
         model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
         {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)
@@ -562,7 +609,7 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    return "n/a" if value is None else f"{value + 0.0:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
@@ -603,9 +650,20 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 
 def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, model, baseline, beats baseline) rows of the units-vs-baseline table."""
-    yes_no = {True: "yes", False: "no", None: "n/a"}
+    collapsed = m["units"]["model"]["collapse"]["collapsed"]
+    yes_no = {True: "yes", False: "no", None: "n/a (units collapsed)" if collapsed else "n/a"}
     return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]), _fmt(r["baseline"]),
              yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
+
+
+def collapse_lines(m: dict[str, Any]) -> list[str]:
+    """The report's warning paragraph when the units collapsed (none otherwise)."""
+    c = m["units"]["model"]["collapse"]
+    if not c["collapsed"]:
+        return []
+    return [(f"**The units collapsed**: perplexity {_fmt(c['perplexity'], 3)}, code {c['top_code']} on "
+            f"{100 * c['top_code_share']:.0f} % of the frames. Their low bitrate, low speaker leakage and high "
+            "stability are those of a near-constant sequence, so they are not counted as beating the baseline."), ""]
 
 
 def markdown_report(m: dict[str, Any]) -> str:
@@ -630,6 +688,7 @@ def markdown_report(m: dict[str, Any]) -> str:
         "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
         f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
         "",
+        *collapse_lines(m),
         "| measure | model | baseline | beats baseline |",
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),

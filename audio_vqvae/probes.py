@@ -37,8 +37,9 @@ def speaker_leakage(sequences: Sequence[np.ndarray], n_units: int, speakers: Seq
                     groups: Sequence[str] | None = None, seed: int = 0) -> dict[str, float | int | str | None]:
     """Cross-validated accuracy of predicting the speaker from an utterance's unit histogram (lower = less leakage).
 
-    Folds group utterances by `groups` (e.g. the sentence) when at least two groups exist, so the classifier cannot
-    recognise a speaker from the words; else stratified by speaker. Returns accuracy, chance (the majority speaker's
+    Folds group utterances by `groups` (e.g. the sentence) when at least two groups exist and every fold leaves two
+    or more speakers to train on, so the classifier cannot recognise a speaker from the words; else stratified by
+    speaker. Returns accuracy, chance (the majority speaker's
     share), n_utterances, n_speakers, n_folds and how the folds were made; accuracy is None with fewer than two
     speakers or too few utterances per speaker.
     """
@@ -47,17 +48,20 @@ def speaker_leakage(sequences: Sequence[np.ndarray], n_units: int, speakers: Seq
     result: dict[str, float | int | str | None] = {
         "accuracy": None, "chance": float(per_speaker.max() / y.size) if y.size else None,
         "n_utterances": int(y.size), "n_speakers": int(labels.size), "n_folds": 0, "folds": None}
+    if labels.size < 2:
+        return result
     x = unit_histograms(sequences, n_units)
     n_groups = len(set(groups)) if groups is not None else 0
-    if n_groups >= 2:
-        n_folds = min(LEAKAGE_FOLDS, n_groups)
-        cv, how = GroupKFold(n_splits=n_folds), "grouped by sentence"
-    else:
-        n_folds = min(LEAKAGE_FOLDS, int(per_speaker.min()) if labels.size else 0)
-        cv, how = StratifiedKFold(n_splits=max(n_folds, 2), shuffle=True, random_state=seed), "stratified by speaker"
-    if labels.size < 2 or n_folds < 2:
-        return result
-    predicted = cross_val_predict(_classifier(), x, y, groups=groups if n_groups >= 2 else None, cv=cv)
+    n_folds = min(LEAKAGE_FOLDS, n_groups)
+    folds = list(GroupKFold(n_splits=n_folds).split(x, y, groups)) if n_folds >= 2 else []
+    how = "grouped by sentence"
+    if not folds or any(np.unique(y[train]).size < 2 for train, _ in folds):
+        n_folds = min(LEAKAGE_FOLDS, int(per_speaker.min()))
+        if n_folds < 2:
+            return result
+        folds = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, y))
+        how = "stratified by speaker"
+    predicted = cross_val_predict(_classifier(), x, y, cv=folds)
     return result | {"accuracy": float(np.mean(predicted == y)), "n_folds": n_folds, "folds": how}
 
 

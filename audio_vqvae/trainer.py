@@ -64,6 +64,7 @@ class TrainerConfig:
     log_every: int
     val_every: int
     val_examples: int
+    unit_curves: bool
     ckpt_every: int
     keep_last: int
     resume: Any
@@ -187,6 +188,14 @@ class Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def curves_text(curves: dict[str, float]) -> str:
+    """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
+    text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
+    if "units/entropy_bits_per_second" in curves:
+        text += f"  unit bitrate {curves['units/entropy_bits_per_second']:.0f} bits/s"
+    return text
+
+
 # ---- the solver ---------------------------------------------------------------------------------------------
 
 
@@ -208,6 +217,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.state = TrainState()
         self.sampler, self.train_loader, self.val_loader = self._loaders(split)
+        self.curve_items = self._curve_items() if t.unit_curves and ddp.is_main else None
         self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
         if ddp.world_size > 1:
             self.net = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None,
@@ -244,6 +254,17 @@ class Trainer:
                                     str(self.skip_report))
         # One utterance per forward: zero padding to a common length would enter the NLL and the code counts.
         return sampler, train_loader, DataLoader(val_set, batch_size=1)
+
+    def _curve_items(self) -> list[Any]:
+        """The unit learning curves' set (curves.curve_items), read once from the validation utterances as
+        validation reads them, with the phone alignments of <data.root>/alignments when that folder exists."""
+        from .alignments import load_alignments
+        from .curves import curve_items
+
+        data = self.cfg.data
+        folder = Path(data.root) / "alignments" if data.get("root") else None
+        alignments = load_alignments(folder) if folder is not None and folder.is_dir() else None
+        return curve_items(self.val_loader.dataset.utterances, data.sample_rate, data.peak_normalize, alignments)
 
     # ---- save / restore ---------------------------------------------------------------------------------------
 
@@ -359,13 +380,25 @@ class Trainer:
             return
         metrics, extra = self.validate()
         self.state.history.append({"step": self.state.step, **metrics})
-        log.info("step %d validation: recon %.4f nats  -ELBO %.4f bits/sample  perplexity %.1f  used codes %d",
+        curves = self.unit_curves()
+        log.info("step %d validation: recon %.4f nats  -ELBO %.4f bits/sample  perplexity %.1f  used codes %d%s",
                  self.state.step, metrics["reconstruction_loss"], metrics["bits_per_sample"], metrics["perplexity"],
-                 metrics["used_codes"])
+                 metrics["used_codes"], curves_text(curves))
         self.log_validation(metrics, extra)
+        for k, v in curves.items():
+            self.writer.add_scalar(k, v, self.state.step)
         if self.state.step > 0 and metrics["bits_per_sample"] < self.state.best_bits_per_sample:
             self.state.best_bits_per_sample = metrics["bits_per_sample"]
             self.save("best.pt", rng, metrics)
+
+    def unit_curves(self) -> dict[str, float]:
+        """curves.unit_curves on the curve set ({} when trainer.unit_curves is off): encoder passes only, no
+        random draws, so the training RNG streams are untouched."""
+        if self.curve_items is None:
+            return {}
+        from .curves import unit_curves
+
+        return unit_curves(self.model, self.curve_items)
 
     # ---- logging ----------------------------------------------------------------------------------------------
 

@@ -1,15 +1,20 @@
 """The evaluation library on a tiny checkpoint and a tiny generated corpus with phone alignments."""
 import json
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from helpers import SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.evaluate import (
     EvalOptions,
+    collapse,
     comparison,
     corpus_set,
     data_config,
@@ -102,17 +107,39 @@ def test_held_out_speakers_get_no_elbo_and_the_probe_is_trained_on_the_training_
     save_checkpoint(tmp_path / "run.pt", ckpt["model"], config, ckpt["speakers"], step=7)
     model = VQVAE.from_checkpoint(str(tmp_path / "run.pt"))
     set_ = corpus_set(data_config(model.config, None, []), "auto", 3)
-    assert set_.description == "folder (test split)" and {u.speaker for u in set_.utterances} == {SPEAKERS[2]}
+    assert set_.split == "test" and set_.description == f"folder (test split: held-out speakers {SPEAKERS[2]})"
+    assert {u.speaker for u in set_.utterances} == {SPEAKERS[2]}
     assert trained_speakers(model, set_.train) == list(SPEAKERS[:2])  # the held-out row is never trained
     m = evaluate_checkpoint(model, str(tmp_path / "run.pt"), set_, tmp_path / "eval",
                             EvalOptions(n_resynth=1, n_convert=1, resynth_seconds=0.07, posterior_positions=0),
                             root / "alignments")
     assert m["data"]["unknown_to_decoder"] == [SPEAKERS[2]] and m["elbo"] is None and m["posterior"] is None
+    assert m["data"]["split"] == "test" and m["data"]["source"] == set_.description
+    assert f"Scored: {set_.description}, 3 utterances" in (tmp_path / "eval" / "report.md").read_text()
     assert m["units"]["baseline"]["fitted_on"] == "training split (4 utterances)"
     assert m["speaker_probe"]["natural_val_utterances"] == 2
     assert m["resynthesis"]["self"]["utterances"][0]["source"] in SPEAKERS[:2]
     conv = m["resynthesis"]["conversion"]
     assert conv["utterances"][0]["target"] in SPEAKERS[:2] and conv["probe_says_source"] is None
+
+
+def test_collapsed_units_are_reported_and_win_nothing_by_being_constant(tmp_path):
+    root = tmp_path / "corpus"
+    write_corpus(root)
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    model = VQVAE.from_checkpoint(str(ckpt))
+    with torch.no_grad():
+        model.quantizer.embed.copy_(model.quantizer.embed[:1].expand_as(model.quantizer.embed))  # every frame: code 0
+    m = evaluate_checkpoint(model, str(ckpt), file_set([str(root)]), tmp_path / "eval",
+                            replace(FAST, n_resynth=0, n_convert=0, posterior_positions=0), root / "alignments")
+    c = m["units"]["model"]["collapse"]
+    assert c["collapsed"] and c["top_code_share"] == 1.0 and c["perplexity"] == pytest.approx(1.0)
+    assert m["units"]["model"]["entropy_bits_per_second"] == 0.0
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "The units collapsed" in report and not re.search(r"\| -0 \|", report)
+    rows = [line for line in report.splitlines() if line.startswith("| ") and ("entropy bitrate" in line
+            or "leakage (accuracy)" in line or "frame agreement" in line)]
+    assert len(rows) == 8 and not any(line.endswith("| yes |") for line in rows)
 
 
 def test_unknown_data_override_keys_are_an_error():
@@ -129,5 +156,12 @@ def test_comparison_and_sentence_groups():
                       {"phones": {"pnmi": 0.4}, "entropy_bits_per_second": 90.0})
     by = {r["measure"]: r["beats_baseline"] for r in rows}
     assert by["PNMI"] is True and by["entropy bitrate (bits/s)"] is False and by["ABX within, units"] is None
+    void = {r["measure"]: r["beats_baseline"] for r in comparison(
+        {"phones": {"pnmi": 0.5}, "entropy_bits_per_second": 0.0, "stability": {"gain_+6dB": {"frame_agreement": 1.0}}},
+        {"phones": {"pnmi": 0.4}, "entropy_bits_per_second": 90.0, "stability": {"gain_+6dB": {"frame_agreement": 0.8}}},
+        collapsed=True)}
+    assert void["PNMI"] is True and void["entropy bitrate (bits/s)"] is None and void["frame agreement, +6 dB"] is None
+    assert collapse(np.array([95, 5, 0]))["collapsed"] and collapse(np.array([60, 40, 0]))["collapsed"]  # ppl < 2
+    assert not collapse(np.array([40, 30, 30]))["collapsed"]
     from audio_vqvae.data import Utterance
     assert sentence_of(Utterance("us_m_011", "p", "us_m", 1.0)) == "011"

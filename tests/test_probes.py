@@ -32,6 +32,14 @@ def test_speaker_leakage_is_high_for_speaker_units_and_chance_for_shared_ones():
     assert speaker_leakage(seqs[:3], 8, ["A"] * 3)["accuracy"] is None
 
 
+def test_speaker_leakage_with_sentences_of_one_speaker_each_falls_back_to_stratified_folds():
+    seqs, speakers, _ = _sequences(True)
+    own_sentences = [f"{spk}0" for spk in speakers]  # each speaker says one sentence, which the other does not
+    m = speaker_leakage(seqs, 8, speakers, own_sentences)  # sentence folds would train on one speaker
+    assert m["folds"] == "stratified by speaker" and m["accuracy"] == 1.0
+    assert speaker_leakage(seqs[:7], 8, speakers[:7], own_sentences[:7])["accuracy"] is None  # B has one utterance
+
+
 def test_speaker_probe_recognises_separable_voices():
     sr, rng = 16000, np.random.default_rng(0)
     t = np.arange(sr // 2) / sr

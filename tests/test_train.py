@@ -35,6 +35,8 @@ def make_corpus(root: Path, speakers: int = 3, utts: int = 4, seconds: float = 0
             path = root / f"spk{s}" / f"spk{s}_{u:02d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, wav.astype(np.float32), 16000)
+            (root / "alignments").mkdir(exist_ok=True)  # phone alignments: the unit curves report PNMI
+            (root / "alignments" / f"{path.stem}.tsv").write_text(f"0.0\t0.1\tsil\n0.1\t{seconds}\ta{s}\n")
     return root
 
 
@@ -55,9 +57,19 @@ def corpus(tmp_path: Path) -> Path:
     return make_corpus(tmp_path / "corpus")
 
 
-def test_short_run_writes_run_directory_and_loadable_checkpoints(tmp_path, corpus):
-    train_mod.train(config(tmp_path))
+def scalar_tags(run: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return set(EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"])
+
+
+def test_short_run_writes_run_directory_and_loadable_checkpoints(tmp_path, corpus, caplog):
+    with caplog.at_level("INFO", logger="audio_vqvae.trainer"):
+        train_mod.train(config(tmp_path))
     run = tmp_path / "run"
+    assert {"units/pnmi", "units/entropy_bits_per_second", "units/agreement_gain_+6dB"} <= scalar_tags(run)
+    assert sum("validation:" in r.message and "PNMI" in r.message and "bits/s" in r.message
+               for r in caplog.records) == 3  # steps 0, 3 and 6
     for name in ["config.yaml", "speakers.json", "version.json", "skipped.tsv", "checkpoints/last.pt", "checkpoints/best.pt"]:
         assert (run / name).is_file(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -69,6 +81,11 @@ def test_short_run_writes_run_directory_and_loadable_checkpoints(tmp_path, corpu
     assert last["step"] == 6 and last["resume"]["state"]["finished"]
     model = VQVAE.from_checkpoint(run / "checkpoints" / "best.pt")
     assert model.speakers == ["spk0", "spk1", "spk2"]
+
+
+def test_unit_curves_can_be_switched_off(tmp_path, corpus):
+    train_mod.train(config(tmp_path, "trainer.max_steps=1", "trainer.unit_curves=false"))
+    assert not any(tag.startswith("units/") for tag in scalar_tags(tmp_path / "run"))
 
 
 def test_existing_run_is_not_overwritten(tmp_path, corpus):
