@@ -104,18 +104,27 @@ def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequen
                          f"{', '.join(sorted(map(str, node)))})") from None
 
 
-def corpus_set(data: DictConfig, split: str, seed: int) -> EvalSet:
+def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False) -> EvalSet:
     """The EvalSet of a corpus split, as the trainer split it (same config and seed): train, val, test or all.
-    `auto`: the test split if the config holds data out, else validation."""
+    `auto`: the test split if the config holds data out, else all of a `foreign` corpus (one the model was not
+    trained on), else validation."""
     corpus = load_corpus(data)
     parts = split_corpus(corpus, data, seed)
     if split == "auto":
-        split = "test" if parts.test else "val"
+        split = "test" if parts.test else "all" if foreign else "val"
     scored = corpus.utterances if split == "all" else getattr(parts, split)
     if not scored:
         raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
     return EvalSet(scored, f"{data.name} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
                    parts.train, parts.val, split)
+
+
+def with_training_reference(set_: EvalSet, reference: EvalSet) -> EvalSet:
+    """`set_` scored, with the baseline and speaker probe fitted on (and self-resynthesis drawn from) the training
+    and validation splits of `reference`, the checkpoint's own training corpus: speech the model was trained on, so
+    that a held-out corpus (or plain files) is compared against a baseline fitted without it."""
+    return replace(set_, train=reference.train, val=reference.val,
+                   description=f"{set_.description}; baseline and probes fitted on {reference.description}")
 
 
 def split_detail(data: DictConfig, split: str, scored: Sequence[Utterance]) -> str:

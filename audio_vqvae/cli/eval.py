@@ -13,7 +13,16 @@ import argparse
 from pathlib import Path
 
 from ..device import resolve_device, run_app
-from ..evaluate import SPLITS, EvalOptions, EvalSet, corpus_set, data_config, evaluate_checkpoint, file_set
+from ..evaluate import (
+    SPLITS,
+    EvalOptions,
+    EvalSet,
+    corpus_set,
+    data_config,
+    evaluate_checkpoint,
+    file_set,
+    with_training_reference,
+)
 from ..model import VQVAE
 
 
@@ -62,12 +71,18 @@ def options(args: argparse.Namespace) -> EvalOptions:
 
 
 def eval_set(args: argparse.Namespace, model: VQVAE) -> EvalSet:
-    """The scored set (with its training split) that the arguments name."""
+    """The scored set that the arguments name. Files or a corpus other than the training one (--data) are scored
+    against the checkpoint's own training split (the baseline and the speaker probe are fitted there)."""
+    seed = int(model.config.get("seed", 0))
+    own = model.config.get("data")
+    data = data_config(model.config, args.data, args.overrides) if not args.files else None
+    foreign = args.files or (own is not None and str(data.root) != str(own.get("root")))
     if args.files:
         set_ = file_set(args.files)
     else:
-        set_ = corpus_set(data_config(model.config, args.data, args.overrides), args.split,
-                          int(model.config.get("seed", 0)))
+        set_ = corpus_set(data, args.split, seed, foreign=bool(foreign))
+    if foreign and own is not None:
+        set_ = with_training_reference(set_, corpus_set(data_config(model.config, None, []), "val", seed))
     set_.utterances = set_.utterances[: args.max_utterances]
     return set_
 
