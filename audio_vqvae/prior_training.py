@@ -55,21 +55,28 @@ def nll_metrics(total_nll: float, n_units: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_prior(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, float]:
-    """NLL of whole utterances under the prior (eval mode): `nll_metrics` plus the unit count."""
+def score_unit_set(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, tuple[int, float]]:
+    """log p(z) of each whole utterance under the prior (eval mode) -> {utt_id: (n_units, log_prob nats)}."""
     if prior.speakers and min(data.speakers, default=0) < 0:
-        raise ValueError("validation units hold speakers the speaker-conditioned prior was not trained on")
-    was_training, total, count = prior.training, 0.0, 0
+        raise ValueError("units hold speakers the speaker-conditioned prior was not trained on (see --speaker-map)")
+    was_training, scores = prior.training, {}
     prior.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.units[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         units, lengths = pad([data.units[i] for i in idx])
         speaker = torch.tensor([data.speakers[i] for i in idx], device=prior.device) if prior.speakers else None
-        total -= float(prior.log_prob(units.to(prior.device), lengths.to(prior.device), speaker).sum())
-        count += int(lengths.sum())
+        logp = prior.log_prob(units.to(prior.device), lengths.to(prior.device), speaker)
+        scores |= {data.ids[i]: (int(n), float(lp)) for i, n, lp in zip(idx, lengths, logp)}
     prior.train(was_training)
-    return {**nll_metrics(total, count), "n_units": count}
+    return {u: scores[u] for u in data.ids}
+
+
+def evaluate_prior(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, float]:
+    """NLL of whole utterances under the prior: `nll_metrics` plus the unit count."""
+    scores = score_unit_set(prior, data, batch_size).values()
+    count = sum(n for n, _ in scores)
+    return {**nll_metrics(-sum(lp for _, lp in scores), count), "n_units": count}
 
 
 class PriorTrainer:
@@ -229,6 +236,8 @@ def train_prior(cfg: DictConfig) -> UnitPrior:
     ddp = Distributed.from_env()
     device = resolve_device(cfg.device, ddp.local_rank)
     ddp.init(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     run_dir = Path(ddp.from_main(lambda: str(cfg.run_dir)))
     resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
     if cfg.trainer.deterministic:
