@@ -118,6 +118,27 @@ def elbo_terms(total_nll_nats: float, n_samples: int, n_latents: int, codebook_s
     }
 
 
+
+def elbo_with_prior(total_nll_nats: float, log_prior_nats: float, n_samples: int, n_latents: int, codebook_size: int,
+                    sample_rate: int) -> dict[str, float]:
+    """-ELBO under the uniform prior and under a learned prior p(z), side by side.
+
+    q is one-hot at z_q(x), so KL(q || p) = -log p(z_q(x)): T_z log K for the uniform prior, -log_prior_nats (the
+    learned prior's log p of the encoded units, summed over the set) for a learned one. Bits per audio sample for
+    -ELBO and KL in bits per second of audio, for each prior.
+    """
+    uniform = elbo_terms(total_nll_nats, n_samples, n_latents, codebook_size, sample_rate)
+    kl_prior = -float(log_prior_nats)
+    per_second = sample_rate / (n_samples * math.log(2))
+    return {
+        "bits_per_sample_uniform": uniform["bits_per_sample"],
+        "bits_per_sample_prior": (total_nll_nats + kl_prior) / (n_samples * math.log(2)),
+        "kl_bits_per_second_uniform": uniform["kl_nats"] * per_second,
+        "kl_bits_per_second_prior": kl_prior * per_second,
+        "kl_nats_uniform": uniform["kl_nats"],
+        "kl_nats_prior": kl_prior,
+    }
+
 # ---------------------------------------------------------------------------------------------------------------------
 # DTW and ABX (ZeroSpeech style)
 

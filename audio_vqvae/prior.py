@@ -1,0 +1,121 @@
+"""Stage two: a learned autoregressive prior over units, p(z) = prod_t p(z_t | z_<t, speaker).
+
+A small causal Transformer (torch.nn.TransformerEncoder under a causal mask) reads [BOS, z_1, ..., z_{T-1}] and
+predicts z_1..z_T; an optional speaker embedding is added to every input position. Positions are sinusoidal, so
+any length can be scored. `log_prob` gives nats per utterance, `unit_log_probs` nats per unit, `sample` draws units.
+configs/prior/{small,large}.yaml hold the constructor arguments (one key per argument).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """[length, dim] sine/cosine position encodings (Vaswani et al.)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return table
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """[B] lengths -> [B, max_len] bool, True at valid positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class UnitPrior(nn.Module):
+    """Causal Transformer prior over K units, optionally conditioned on a speaker."""
+
+    def __init__(self, codebook_size: int, speakers: Sequence[str] = (), d_model: int = 128, n_layers: int = 3,
+                 n_heads: int = 4, d_ff: int = 512, dropout: float = 0.1, speaker_conditioning: bool = True) -> None:
+        super().__init__()
+        self.codebook_size, self.bos = codebook_size, codebook_size
+        self.speakers = list(speakers) if speaker_conditioning else []
+        self.embed = nn.Embedding(codebook_size + 1, d_model)  # the K codes and BOS
+        self.speaker_embed = nn.Embedding(len(self.speakers), d_model) if self.speakers else None
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, codebook_size)
+        self.scale = math.sqrt(d_model)
+
+    @classmethod
+    def from_config(cls, cfg: Any, codebook_size: int, speakers: Sequence[str]) -> UnitPrior:
+        """A `prior` config node (configs/prior/*.yaml) -> model."""
+        return cls(codebook_size, speakers, **dict(cfg))
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> UnitPrior:
+        """A prior checkpoint written by the prior trainer -> model in eval mode; `config` holds its run config."""
+        from .checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        cfg = ckpt["config"]
+        if "prior" not in cfg:
+            raise ValueError(f"{path}: not a prior checkpoint (no `prior` config); train one with audio-vqvae-train-prior")
+        model = cls.from_config(cfg["prior"], cfg["codebook_size"], ckpt["speakers"])
+        model.load_state_dict(ckpt["model"])
+        model.config = cfg
+        return model.to(device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def speaker_index(self, speaker: str) -> int:
+        """Speaker name -> index; a ValueError lists the valid ones (or says the prior is unconditional)."""
+        if speaker not in self.speakers:
+            valid = ", ".join(self.speakers) or "none: this prior is not speaker-conditioned"
+            raise ValueError(f"unknown speaker {speaker!r} for the prior; valid speakers: {valid}")
+        return self.speakers.index(speaker)
+
+    def forward(self, units: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """units [B, T] -> logits [B, T, K] of p(z_t | z_<t, speaker); position t sees only z_<t (and BOS)."""
+        b, t = units.shape
+        bos = torch.full((b, 1), self.bos, dtype=torch.long, device=units.device)
+        x = self.embed(torch.cat([bos, units[:, :-1]], 1)) * self.scale
+        x = x + sinusoidal_positions(t, x.shape[-1], x.device)
+        if self.speaker_embed is not None:
+            if speaker is None:
+                raise ValueError("this prior is speaker-conditioned: pass a speaker")
+            x = x + self.speaker_embed(speaker)[:, None, :]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=units.device, dtype=x.dtype)
+        return self.head(self.transformer(x, mask=mask, is_causal=True))
+
+    def unit_log_probs(self, units: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """units [B, T] -> log p(z_t | z_<t, speaker) [B, T] in nats (padding positions hold garbage: mask them)."""
+        logp = self(units, speaker).float().log_softmax(-1)
+        return logp.gather(-1, units[..., None])[..., 0]
+
+    def log_prob(self, units: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z) in nats per utterance [B], summed over the first lengths[b] units of each row."""
+        return (self.unit_log_probs(units, speaker) * length_mask(lengths, units.shape[1])).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, speaker: torch.Tensor | None = None, temperature: float = 1.0,
+               top_k: int | None = None, generator: torch.Generator | None = None,
+               prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw `steps` units after `prompt` ([P] codes, shared by all n) -> [n, P + steps] (the prompt included).
+
+        Each unit comes from softmax(logits / temperature), restricted to the top_k most likely when given.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature {temperature}: must be > 0")
+        units = torch.zeros(n, 0, dtype=torch.long, device=self.device)
+        if prompt is not None:
+            units = prompt.to(self.device, torch.long)[None, :].expand(n, -1).clone()
+        for _ in range(steps):
+            padded = torch.cat([units, units.new_zeros(n, 1)], 1)  # the last input is ignored by causality
+            logits = self(padded, speaker)[:, -1].float() / temperature
+            if top_k is not None:
+                kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            units = torch.cat([units, nxt], 1)
+        return units

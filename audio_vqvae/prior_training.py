@@ -1,0 +1,257 @@
+"""Training the unit prior (stage two) on a units file, with the VQ-VAE trainer's machinery: run directory and resume
+choice (runs.py), atomic checkpoints with resume state (checkpoint.py), the LR schedule, AMP, RNG state and SIGTERM
+handling (trainer.py's helpers), DDP (distributed.py), TensorBoard and tqdm.
+
+Batches are a function of (seed, rank, step) only (`unitdata.training_batch`), so a resumed run draws what an
+uninterrupted one would. A run directory holds config.yaml, speakers.json, version.json, tb/ and
+checkpoints/{last,best,step-XXXXXXXX}.pt; best.pt is kept by validation NLL per unit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .device import resolve_device
+from .distributed import Distributed
+from .prior import UnitPrior, length_mask
+from .runs import keep_step_checkpoints, resume_checkpoint, write_run_files
+from .trainer import (
+    Preemption,
+    TrainerConfig,
+    autocast_dtype,
+    lr_lambda,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from .unitdata import UnitSet, load_unit_sets, pad, training_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PriorState:
+    """What resume restores besides the model/optimizer/scheduler/scaler state dicts."""
+
+    step: int = 0
+    best_nll: float = float("inf")
+    nonfinite_consecutive: int = 0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def nll_metrics(total_nll: float, n_units: int) -> dict[str, float]:
+    """Summed NLL (nats) over n_units -> nats and bits per unit, and the unit perplexity exp(nats per unit)."""
+    per_unit = total_nll / n_units
+    return {"nll_per_unit": per_unit, "bits_per_unit": per_unit / math.log(2), "perplexity": math.exp(per_unit)}
+
+
+@torch.no_grad()
+def score_unit_set(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, tuple[int, float]]:
+    """log p(z) of each whole utterance under the prior (eval mode) -> {utt_id: (n_units, log_prob nats)}."""
+    if prior.speakers and min(data.speakers, default=0) < 0:
+        raise ValueError("units hold speakers the speaker-conditioned prior was not trained on (see --speaker-map)")
+    was_training, scores = prior.training, {}
+    prior.eval()
+    order = sorted(range(len(data)), key=lambda i: len(data.units[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        units, lengths = pad([data.units[i] for i in idx])
+        speaker = torch.tensor([data.speakers[i] for i in idx], device=prior.device) if prior.speakers else None
+        logp = prior.log_prob(units.to(prior.device), lengths.to(prior.device), speaker)
+        scores |= {data.ids[i]: (int(n), float(lp)) for i, n, lp in zip(idx, lengths, logp)}
+    prior.train(was_training)
+    return {u: scores[u] for u in data.ids}
+
+
+def evaluate_prior(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, float]:
+    """NLL of whole utterances under the prior: `nll_metrics` plus the unit count."""
+    scores = score_unit_set(prior, data, batch_size).values()
+    count = sum(n for n, _ in scores)
+    return {**nll_metrics(-sum(lp for _, lp in scores), count), "n_units": count}
+
+
+class PriorTrainer:
+    """Trains a UnitPrior per a prior run config (configs/prior.yaml); rank 0 validates, logs and checkpoints."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, train: UnitSet, val: UnitSet, speakers: list[str],
+                 meta: dict[str, Any], ddp: Distributed, device: torch.device) -> None:
+        self.cfg, self.tcfg, self.run_dir, self.ckpt_dir = cfg, TrainerConfig.from_config(cfg.trainer), run_dir, run_dir / "checkpoints"
+        self.train_set, self.val_set, self.speakers, self.meta = train, val, speakers, meta
+        self.ddp, self.device = ddp, device
+        t = self.tcfg
+        self.amp_dtype = autocast_dtype(t.precision)
+        self.model = UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.adam_betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.state = PriorState()
+        self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
+        if ddp.world_size > 1:
+            self.net = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
+        self.writer = None
+        if ddp.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a resume to be the same run."""
+        return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "units": str(self.cfg.units.path),
+                "seed": self.cfg.seed, "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size}
+
+    def save(self, name: str, rng: list[dict[str, Any]], metrics: dict[str, float] | None = None) -> None:
+        resume = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                  "scaler": self.scaler.state_dict(), "state": dict(self.state.__dict__), "rng": rng,
+                  "identity": self.identity()}
+        config = {**OmegaConf.to_container(self.cfg, resolve=True), **self.meta}
+        save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), config, self.speakers, self.state.step, resume,
+                        metrics)
+
+    def restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        saved = ckpt["resume"]
+        if saved is None or saved.get("identity") != self.identity():
+            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units, seed, "
+                             "world size or batch size); pick another run_dir=...")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = PriorState(**saved["state"])
+        set_rng_state(saved["rng"][self.ddp.rank])
+        log.info("resumed from %s at step %d", path, self.state.step)
+
+    def save_last(self) -> None:
+        rng = self.ddp.gather(rng_state())
+        if self.ddp.is_main:
+            self.save("last.pt", rng)
+            if self.tcfg.keep_last > 0:
+                self.save(f"step-{self.state.step:08d}.pt", rng)
+                keep_step_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This step's batch (a function of seed, rank and step) on the device."""
+        seed = (self.cfg.seed * 1000 + self.ddp.rank) * 1_000_003 + self.state.step
+        units, lengths, speaker = training_batch(self.train_set, self.tcfg.batch_size, self.cfg.units.max_frames,
+                                                 torch.Generator().manual_seed(seed))
+        return (units.to(self.device), lengths.to(self.device),
+                speaker.to(self.device) if self.model.speakers else None)
+
+    def train_step(self) -> float | None:
+        """One optimisation step; returns the loss (nats per unit), None when non-finite on any rank (skipped)."""
+        units, lengths, speaker = self.batch()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits = self.net(units, speaker)
+        mask = length_mask(lengths, units.shape[1])
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), units, reduction="none")
+        loss = (nll * mask).sum() / mask.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.ddp.agree(torch.isfinite(loss.detach()), every=True):
+            self.state.nonfinite_consecutive += 1
+            if self.state.nonfinite_consecutive >= self.tcfg.max_nonfinite:
+                raise RuntimeError(f"{self.state.nonfinite_consecutive} non-finite losses in a row at step "
+                                   f"{self.state.step}; lower trainer.lr")
+            return None
+        self.state.nonfinite_consecutive = 0
+        self.scaler.scale(loss).backward()
+        if self.tcfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.state.step += 1
+        return float(loss.detach())
+
+    def run_validation(self, rng: list[dict[str, Any]]) -> None:
+        """Rank 0: validation NLL, logged; best.pt kept by NLL per unit."""
+        if len(self.val_set) == 0:
+            return
+        metrics = evaluate_prior(self.model, self.val_set, self.tcfg.batch_size)
+        self.state.history.append({"step": self.state.step, **metrics})
+        log.info("step %d validation: %.4f nats/unit  %.4f bits/unit  perplexity %.2f", self.state.step,
+                 metrics["nll_per_unit"], metrics["bits_per_unit"], metrics["perplexity"])
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, self.state.step)
+        if self.state.step > 0 and metrics["nll_per_unit"] < self.state.best_nll:
+            self.state.best_nll = metrics["nll_per_unit"]
+            self.save("best.pt", rng, metrics)
+
+    def periodic(self, final: bool) -> None:
+        """Validation and checkpoints due after this step (collective)."""
+        t, state = self.tcfg, self.state
+        if state.step % t.val_every == 0 or final:
+            rng = self.ddp.gather(rng_state())
+            if self.ddp.is_main:
+                self.run_validation(rng)
+        if state.step % t.ckpt_every == 0 or final:
+            state.finished = final
+            self.save_last()
+
+    def fit(self) -> UnitPrior:
+        """Train to trainer.max_steps or until SIGTERM (last.pt written); returns the model."""
+        from tqdm import tqdm
+
+        t, state = self.tcfg, self.state
+        if state.step >= t.max_steps:
+            return self.model
+        if state.step == 0 and self.ddp.is_main:
+            self.run_validation(rng=[])
+        bar = tqdm(total=t.max_steps, initial=state.step, disable=not self.ddp.is_main, dynamic_ncols=True,
+                   desc="prior")
+        self.model.train()
+        with Preemption() as preemption:
+            while state.step < t.max_steps:
+                loss = self.train_step()
+                if loss is not None:
+                    bar.update(1)
+                    if state.step % t.log_every == 0 and self.writer is not None:
+                        self.writer.add_scalar("train/nll_per_unit", loss, state.step)
+                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], state.step)
+                        bar.set_postfix(nll=f"{loss:.3f}")
+                    self.periodic(final=state.step == t.max_steps)
+                if state.step < t.max_steps and self.ddp.agree(preemption.requested, every=False):
+                    log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto",
+                                state.step)
+                    self.save_last()
+                    break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        return self.model
+
+
+def train_prior(cfg: DictConfig) -> UnitPrior:
+    """Train a prior per a prior run config (configs/prior.yaml); returns the trained model."""
+    ddp = Distributed.from_env()
+    device = resolve_device(cfg.device, ddp.local_rank)
+    ddp.init(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(ddp.from_main(lambda: str(cfg.run_dir)))
+    resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.seed + ddp.rank)
+    train, val, speakers, sidecar = load_unit_sets(cfg.units)
+    meta = {"codebook_size": sidecar.codebook_size, "frame_rate": sidecar.frame_rate,
+            "vqvae_checkpoint": sidecar.checkpoint, "vqvae_checkpoint_sha256": sidecar.checkpoint_sha256}
+    if ddp.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_run_files(cfg, run_dir, speakers)
+    log.info("units %s: %d train / %d val utterances, %d speakers, K=%d", cfg.units.path, len(train), len(val),
+             len(speakers), sidecar.codebook_size)
+    trainer = PriorTrainer(cfg, run_dir, train, val, speakers, meta, ddp, device)
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    return trainer.fit()

@@ -1,0 +1,138 @@
+"""Stage two: the unit prior (causality, log_prob, sampling), its ELBO bookkeeping, exact resume and the score CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from audio_vqvae.cli import score_units
+from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.metrics import elbo_terms, elbo_with_prior
+from audio_vqvae.prior import UnitPrior
+from audio_vqvae.prior_training import train_prior
+from audio_vqvae.unitfile import UnitsSidecar
+
+K = 8
+TINY = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "dropout": 0.0, "speaker_conditioning": True}
+
+
+def tiny_prior(seed: int = 0) -> UnitPrior:
+    torch.manual_seed(seed)
+    return UnitPrior(K, ["a", "b"], **TINY).eval()
+
+
+def write_units(path, n_utts: int = 12, seed: int = 0):
+    """A toy units file (speakers a and b by id prefix) with its sidecar."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(n_utts):
+            units = rng.integers(0, K, int(rng.integers(5, 30)))
+            f.write(f"{'ab'[i % 2]}_{i:03d}\t{' '.join(map(str, units))}\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{path}.json")
+    return path
+
+
+def test_changing_a_unit_changes_no_prediction_at_or_before_it():
+    prior = tiny_prior()
+    units, speaker = torch.randint(0, K, (2, 12)), torch.tensor([0, 1])
+    base = prior(units, speaker)
+    for t in (0, 5, 11):
+        changed = units.clone()
+        changed[:, t] = (changed[:, t] + 1) % K
+        out = prior(changed, speaker)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1])
+        if t < 11:
+            assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
+
+
+@torch.no_grad()
+def test_log_prob_matches_a_prefix_by_prefix_hand_computation_and_ignores_padding():
+    prior = tiny_prior()
+    units, speaker = torch.randint(0, K, (1, 7)), torch.tensor([1])
+    by_hand = sum(float(prior(units[:, : t + 1], speaker)[0, t].log_softmax(-1)[units[0, t]]) for t in range(7))
+    padded = torch.cat([units, torch.randint(0, K, (1, 3))], 1)
+    assert float(prior.log_prob(padded, torch.tensor([7]), speaker)[0]) == pytest.approx(by_hand, abs=1e-4)
+    per_unit = prior.unit_log_probs(units, speaker)
+    assert per_unit.shape == (1, 7) and float(per_unit.sum()) == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_uniform_prior_reproduces_the_uniform_elbo():
+    prior = tiny_prior()
+    torch.nn.init.zeros_(prior.head.weight)
+    torch.nn.init.zeros_(prior.head.bias)
+    units = torch.randint(0, K, (3, 10))
+    lengths = torch.tensor([10, 4, 7])
+    logp = prior.log_prob(units, lengths, torch.tensor([0, 1, 0]))
+    torch.testing.assert_close(logp, -lengths.double().float() * math.log(K))
+    n_latents, n_samples = int(lengths.sum()), int(lengths.sum()) * 320
+    both = elbo_with_prior(1234.5, float(logp.sum()), n_samples, n_latents, K, 16000)
+    uniform = elbo_terms(1234.5, n_samples, n_latents, K, 16000)
+    assert both["kl_nats_prior"] == pytest.approx(n_latents * math.log(K)) == pytest.approx(both["kl_nats_uniform"])
+    assert both["bits_per_sample_prior"] == pytest.approx(uniform["bits_per_sample"])
+    assert both["kl_bits_per_second_uniform"] == pytest.approx(50 * math.log2(K))  # 50 latents per second
+
+
+def test_learned_prior_elbo_by_hand():
+    m = elbo_with_prior(total_nll_nats=100.0, log_prior_nats=-30.0, n_samples=1000, n_latents=10, codebook_size=16,
+                        sample_rate=16000)
+    assert m["bits_per_sample_prior"] == pytest.approx(130.0 / (1000 * math.log(2)))
+    assert m["bits_per_sample_uniform"] == pytest.approx((100.0 + 10 * math.log(16)) / (1000 * math.log(2)))
+    assert m["kl_bits_per_second_prior"] == pytest.approx(30.0 / math.log(2) * 16)  # 1000 samples = 1/16 s
+    assert m["kl_bits_per_second_uniform"] == pytest.approx(10 * 4 * 16)
+
+
+def test_sampling_shapes_seeds_top_k_and_prompt():
+    prior, spk = tiny_prior(), torch.tensor([0, 0, 1])
+
+    def draw(seed, **kw):
+        return prior.sample(3, 6, spk, generator=torch.Generator().manual_seed(seed), **kw)
+
+    a = draw(1)
+    assert a.shape == (3, 6) and a.dtype == torch.long and int(a.max()) < K
+    assert torch.equal(a, draw(1)) and not torch.equal(a, draw(2))
+    greedy = draw(3, top_k=1)
+    assert torch.equal(greedy, draw(4, top_k=1))
+    assert torch.equal(prior(greedy, spk).argmax(-1), greedy)
+    prompt = torch.tensor([1, 2, 3])
+    cont = draw(5, prompt=prompt, temperature=0.7, top_k=3)
+    assert cont.shape == (3, 9) and torch.equal(cont[:, :3], prompt.expand(3, -1))
+    with pytest.raises(ValueError, match="temperature"):
+        draw(1, temperature=0)
+
+
+def config(tmp_path, units, *overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("prior", overrides=[
+            f"units.path={units}", f"run_dir={tmp_path}", "device=cpu", "units.max_frames=16", "units.val_fraction=0.5",
+            "trainer.batch_size=4", "trainer.val_every=2", "trainer.ckpt_every=2", "trainer.warmup_steps=1",
+            "trainer.keep_last=1", "trainer.lr_schedule=constant", *[f"prior.{k}={v}" for k, v in TINY.items()], "prior.dropout=0.1", *overrides])
+
+
+def test_resumed_prior_training_matches_an_uninterrupted_run(tmp_path):
+    units = write_units(tmp_path / "units.txt")
+    full = train_prior(config(tmp_path / "a", units, "trainer.max_steps=6"))
+    train_prior(config(tmp_path / "b", units, "trainer.max_steps=3"))
+    resumed = train_prior(config(tmp_path / "b", units, "trainer.max_steps=6", "trainer.resume=auto"))
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    assert (tmp_path / "a" / "checkpoints" / "best.pt").exists()
+
+
+def test_score_cli_writes_one_row_per_utterance(tmp_path):
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    out = tmp_path / "scores.tsv"
+    score_units.main(["-p", str(tmp_path / "run" / "checkpoints" / "last.pt"), str(units), "-o", str(out),
+                      "--device", "cpu"])
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["utt_id", "n_units", "log_prob", "bits_per_unit"] and len(rows) == 13
+    prior = UnitPrior.from_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"))
+    first = units.read_text().splitlines()[0].split("\t")
+    codes = torch.tensor([[int(u) for u in first[1].split()]])
+    expected = float(prior.log_prob(codes, torch.tensor([codes.shape[1]]), torch.tensor([0]))[0])
+    assert rows[1][0] == first[0] and int(rows[1][1]) == codes.shape[1]
+    assert float(rows[1][2]) == pytest.approx(expected, abs=1e-3)
+    assert float(rows[1][3]) == pytest.approx(-expected / codes.shape[1] / math.log(2), abs=1e-3)
