@@ -22,6 +22,7 @@ from audio_vqvae.evaluate import (
     file_set,
     sentence_of,
     trained_speakers,
+    with_training_reference,
 )
 from audio_vqvae.model import VQVAE
 
@@ -165,3 +166,17 @@ def test_comparison_and_sentence_groups():
     assert not collapse(np.array([40, 30, 30]))["collapsed"]
     from audio_vqvae.data import Utterance
     assert sentence_of(Utterance("us_m_011", "p", "us_m", 1.0)) == "011"
+
+
+def test_a_foreign_corpus_is_scored_whole_against_the_checkpoints_training_split(tmp_path, data_cfg):
+    own, other = tmp_path / "own", tmp_path / "other"
+    write_corpus(own, speakers=SPEAKERS[:2], per_speaker=3)
+    write_corpus(other, speakers=SPEAKERS[2:], per_speaker=2)
+    data = data_cfg("folder", root=str(own), cache=False, val_per_speaker=1)
+    reference = corpus_set(data, "val", 3)
+    foreign = corpus_set(data_cfg("folder", root=str(other), cache=False, val_per_speaker=1), "auto", 3, foreign=True)
+    assert foreign.split == "all" and {u.speaker for u in foreign.utterances} == set(SPEAKERS[2:])
+    assert len(foreign.utterances) == 2 * len(SPEAKERS[2:])
+    scored = with_training_reference(foreign, reference)
+    assert scored.utterances == foreign.utterances and scored.train == reference.train and scored.val == reference.val
+    assert {u.speaker for u in scored.train} == set(SPEAKERS[:2]) and "fitted on folder (val split" in scored.description
