@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from .io import atomic_write
 from .model import VQVAE, sample_teacher_forced
 from .plots import codebook_usage_figure, cooccurrence_figure, save_figure, spectrogram_figure
 from .posterior import PosteriorProbe, conditional_posterior, summarize
+from .prior import UnitPrior
 from .probes import SpeakerProbe, accuracy, fit_speaker_probe, speaker_leakage
 from .quantizer import perplexity
 from .stability import frame_agreement, unit_stability
@@ -489,6 +491,44 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
 # ---- the whole evaluation -----------------------------------------------------------------------------------------
 
 
+@torch.inference_mode()
+def prior_log_prob(prior: UnitPrior, codes: np.ndarray, speaker: str) -> float:
+    """log p(z) in nats of one utterance's units under the prior; a speaker the prior does not know is marginalised
+    over the prior's speakers (the mixture prior: logsumexp_s log p(z | s) - log S)."""
+    z = torch.as_tensor(codes, dtype=torch.long, device=prior.device)[None]
+    n = torch.tensor([z.shape[1]], device=prior.device)
+    if not prior.speakers:
+        return float(prior.log_prob(z, n)[0])
+    if speaker in prior.speakers:
+        return float(prior.log_prob(z, n, torch.tensor([prior.speaker_index(speaker)], device=prior.device))[0])
+    every = torch.stack([prior.log_prob(z, n, torch.tensor([s], device=prior.device))[0]
+                         for s in range(len(prior.speakers))])
+    return float(torch.logsumexp(every, 0) - math.log(len(prior.speakers)))
+
+
+def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals) -> dict[str, Any]:
+    """Stage two in metrics.json: KL(q || p) = -log p(z_q(x)) of the scored units under the learned prior next to the
+    uniform prior's T_z log K, in bits per second; unit perplexity; and, for the decoder-known speakers, -ELBO in bits
+    per sample under both priors (metrics.elbo_with_prior)."""
+    if prior.codebook_size != model.codebook_size:
+        raise ValueError(f"--prior models {prior.codebook_size} units but the VQ-VAE has {model.codebook_size} codes")
+    log_p = {u: prior_log_prob(prior, c, totals.utterances[u].speaker) for u, c in totals.codes.items()}
+    n_units = sum(c.size for c in totals.codes.values())
+    out: dict[str, Any] = {
+        "n_units": n_units,
+        "unit_perplexity": math.exp(-sum(log_p.values()) / n_units),
+        "kl_bits_per_second_uniform": model.frame_rate * math.log2(model.codebook_size),
+        "kl_bits_per_second_prior": -sum(log_p.values()) / math.log(2) / totals.seconds,
+        "unknown_speakers": "marginalised over the prior's speakers" if prior.speakers else "unconditional prior",
+        "elbo": None,
+    }
+    acc = totals.elbo
+    if acc.n_samples:
+        out["elbo"] = M.elbo_with_prior(acc.nll, sum(log_p[u] for u in totals.elbo_utterances), acc.n_samples,
+                                        acc.n_latents, model.codebook_size, model.sample_rate)
+    return out
+
+
 def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
     """ELBO (decoder-known speakers only), bitrates and codebook sections of metrics.json."""
     elbo, acc = None, totals.elbo
@@ -571,8 +611,9 @@ def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity_: float,
 
 
 def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path, opts: EvalOptions,
-                        alignment_dir: Path | None = None) -> dict[str, Any]:
-    """Score `model` on `set_`, write metrics.json, report.md, figures and audio into `out`; return the metrics."""
+                        alignment_dir: Path | None = None, prior: UnitPrior | None = None) -> dict[str, Any]:
+    """Score `model` on `set_` (and its units under a learned `prior`), write metrics.json, report.md, figures and
+    audio into `out`; return the metrics."""
     torch.manual_seed(opts.seed)  # model.decode samples from the global generator
     known = trained_speakers(model, set_.train)
     out.mkdir(parents=True, exist_ok=True)
@@ -591,6 +632,7 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
                  "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
         **set_metrics(model, totals),
         "posterior": summarize(totals.probes, model.codebook_size) if totals.probes else None,
+        "prior": prior_metrics(prior, model, totals) if prior is not None else None,
     }
     alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
     if alignment_dir is not None and not alignments:
@@ -634,6 +676,14 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
         ("codebook perplexity / used codes", f"{_fmt(c['perplexity'])} / {c['used_codes']} of {c['size']}"),
         ("teacher-forced log-mel distance", _fmt(m["teacher_forced_log_mel_distance"])),
     ]
+    if m.get("prior"):
+        q = m["prior"]
+        rows += [("KL(q || p) bits/s: uniform prior / learned prior",
+                  f"{_fmt(q['kl_bits_per_second_uniform'])} / {_fmt(q['kl_bits_per_second_prior'])}"),
+                 ("learned prior: unit perplexity (of K)", f"{_fmt(q['unit_perplexity'])} (of {c['size']})")]
+        if q["elbo"]:
+            rows.append(("-ELBO bits/sample: uniform prior / learned prior, known speakers",
+                         f"{_fmt(q['elbo']['bits_per_sample_uniform'])} / {_fmt(q['elbo']['bits_per_sample_prior'])}"))
     p = m["speaker_probe"]
     rows.append(("speaker probe on natural held-out sentences (accuracy)",
                  "n/a (no training split)" if p is None else _fmt(p["natural_val_accuracy"])))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .model import VQVAE
+from .prior import UnitPrior
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,23 @@ def synthesize(
         wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
                             temperature=temperature, greedy=greedy, progress=step, kernel=kernel, generator=generator)
         yield from zip(batch, wavs)
+
+
+def sample_units(prior: UnitPrior, model: VQVAE, speaker: str | None, seconds: float, n: int, temperature: float,
+                 top_k: int | None, generator: torch.Generator, prompt: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """n unit sequences of `seconds` at the model's frame rate drawn from the prior (stage two), after `prompt` (the
+    units of a real utterance, kept at the start) when given -> {sample_NNN: codes [T_z]} for `synthesize`."""
+    if prior.codebook_size != model.codebook_size:
+        raise ValueError(f"the prior models {prior.codebook_size} units but the VQ-VAE has {model.codebook_size} codes")
+    total = round(seconds * model.frame_rate)
+    start = 0 if prompt is None else len(prompt)
+    if total <= start:
+        raise ValueError(f"--seconds {seconds}: {total} units, not more than the prompt's {start}")
+    cond = None
+    if prior.speakers:
+        if speaker is None:
+            raise ValueError(f"the prior is speaker-conditioned: pass --speaker (one of {', '.join(prior.speakers)})")
+        cond = torch.full((n,), prior.speaker_index(speaker), device=prior.device)
+    prompt_t = None if prompt is None else torch.as_tensor(prompt, dtype=torch.long)
+    units = prior.sample(n, total - start, cond, temperature, top_k, generator, prompt_t).cpu().numpy()
+    return {f"sample_{i:03d}": row for i, row in enumerate(units)}

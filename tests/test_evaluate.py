@@ -12,19 +12,24 @@ from helpers import SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+from audio_vqvae.data import Utterance
 from audio_vqvae.evaluate import (
     EvalOptions,
+    Totals,
     collapse,
     comparison,
     corpus_set,
     data_config,
     evaluate_checkpoint,
     file_set,
+    prior_log_prob,
+    prior_metrics,
     sentence_of,
     trained_speakers,
     with_training_reference,
 )
 from audio_vqvae.model import VQVAE
+from audio_vqvae.prior import UnitPrior
 
 PHONES = ["a", "b", "c", "d"]
 SECONDS = 0.4
@@ -164,7 +169,6 @@ def test_comparison_and_sentence_groups():
     assert void["PNMI"] is True and void["entropy bitrate (bits/s)"] is None and void["frame agreement, +6 dB"] is None
     assert collapse(np.array([95, 5, 0]))["collapsed"] and collapse(np.array([60, 40, 0]))["collapsed"]  # ppl < 2
     assert not collapse(np.array([40, 30, 30]))["collapsed"]
-    from audio_vqvae.data import Utterance
     assert sentence_of(Utterance("us_m_011", "p", "us_m", 1.0)) == "011"
 
 
@@ -180,3 +184,21 @@ def test_a_foreign_corpus_is_scored_whole_against_the_checkpoints_training_split
     scored = with_training_reference(foreign, reference)
     assert scored.utterances == foreign.utterances and scored.train == reference.train and scored.val == reference.val
     assert {u.speaker for u in scored.train} == set(SPEAKERS[:2]) and "fitted on folder (val split" in scored.description
+
+
+def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_marginalised(tmp_path):
+    model = VQVAE.from_checkpoint(str(make_checkpoint(tmp_path / "tiny.pt")))
+    prior = UnitPrior(model.codebook_size, ["p225", "p226"], d_model=8, n_layers=1, n_heads=2, d_ff=16, dropout=0.0)
+    with torch.no_grad():
+        prior.head.weight.zero_()
+        prior.head.bias.zero_()  # every context predicts the uniform distribution
+    rng = np.random.default_rng(0)
+    codes = {"p225_001": rng.integers(0, model.codebook_size, 40), "xx_002": rng.integers(0, model.codebook_size, 25)}
+    totals = Totals(codes=codes, seconds=65 / model.frame_rate,
+                    utterances={"p225_001": Utterance("p225_001", "a.wav", "p225", 1.0),
+                                "xx_002": Utterance("xx_002", "b.wav", "xx", 1.0)})
+    q = prior_metrics(prior.eval(), model, totals)
+    assert q["n_units"] == 65 and q["unit_perplexity"] == pytest.approx(model.codebook_size, rel=1e-5)
+    assert q["kl_bits_per_second_prior"] == pytest.approx(q["kl_bits_per_second_uniform"], rel=1e-5)
+    assert q["elbo"] is None  # no decoder-known forward in these totals
+    assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(-25 * math.log(model.codebook_size), rel=1e-5)

@@ -5,10 +5,13 @@ import math
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from helpers import SPEAKERS, make_checkpoint
 from hydra import compose, initialize_config_dir
 
-from audio_vqvae.cli import score_units
+from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.metrics import elbo_terms, elbo_with_prior
 from audio_vqvae.prior import UnitPrior
@@ -136,3 +139,21 @@ def test_score_cli_writes_one_row_per_utterance(tmp_path):
     assert rows[1][0] == first[0] and int(rows[1][1]) == codes.shape[1]
     assert float(rows[1][2]) == pytest.approx(expected, abs=1e-3)
     assert float(rows[1][3]) == pytest.approx(-expected / codes.shape[1] / math.log(2), abs=1e-3)
+
+
+def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
+    """audio-vqvae-generate --prior: n samples of --seconds (after a prompt's units), decoded with --speaker."""
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")  # hop 16, 16 codes: 1000 units per second
+    torch.manual_seed(0)
+    prior = UnitPrior(16, SPEAKERS, **TINY)
+    save_checkpoint(tmp_path / "prior.pt", prior.state_dict(), {"prior": TINY, "codebook_size": 16}, list(SPEAKERS), 0)
+    (tmp_path / "u.txt").write_text("p225_001\t" + " ".join(["3"] * 20) + "\n")
+    out = tmp_path / "out"
+    args = ["-c", str(ckpt), "-o", str(out), "--prior", str(tmp_path / "prior.pt"), "--speaker", "p226",
+            "--seconds", "0.05", "--n-samples", "2", "--top-k", "4", "--device", "cpu"]
+    generate.main([*args, "--prompt-units", f"{tmp_path / 'u.txt'}:p225_001"])
+    wavs = sorted(out.glob("*.wav"))
+    assert [w.name for w in wavs] == ["sample_000.wav", "sample_001.wav"]
+    assert all(len(sf.read(w)[0]) == 50 * 16 for w in wavs)
+    with pytest.raises(SystemExit, match="one --speaker"):
+        generate.main([a if a != "p226" else "p226,p227" for a in args])

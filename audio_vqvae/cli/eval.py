@@ -24,6 +24,7 @@ from ..evaluate import (
     with_training_reference,
 )
 from ..model import VQVAE
+from ..prior import UnitPrior
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--posterior-chunk", type=int, default=d.posterior_chunk,
                    help="candidate codes per decoder batch in the probe")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--prior", help="a unit prior checkpoint (audio-vqvae-train-prior): KL and -ELBO under it too")
     args = p.parse_intermixed_args(argv)
     if args.files and args.overrides:
         p.error("data.* overrides apply to corpus configs, not to --files")
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> dict:
     alignments = Path(args.alignments) if args.alignments else None
     if alignments is None and set_.root is not None and (set_.root / "alignments").is_dir():
         alignments = set_.root / "alignments"
-    return evaluate_checkpoint(model, str(args.checkpoint), set_, Path(args.out), options(args), alignments)
+    prior = UnitPrior.from_checkpoint(args.prior, model.device) if args.prior else None
+    return evaluate_checkpoint(model, str(args.checkpoint), set_, Path(args.out), options(args), alignments, prior)
 
 
 def main(argv: list[str] | None = None) -> None:

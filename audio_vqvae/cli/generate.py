@@ -5,12 +5,16 @@
     audio-vqvae-generate -c ckpt.pt -o out/ src.wav clips/ --speaker p225,p226        # voice conversion, 2 targets
     audio-vqvae-generate -c ckpt.pt -o out/ --data vctk data.root=/data/VCTK-Corpus-0.92  # resynthesis
     audio-vqvae-generate -c ckpt.pt --list-speakers
+    audio-vqvae-generate -c ckpt.pt -o out/ --prior prior.pt --speaker p225 --seconds 3 --n-samples 4   # stage two
+    audio-vqvae-generate -c ckpt.pt -o out/ --prior prior.pt --speaker p225 --prompt-units units.txt:p225_001
 
 Units files are read as `audio-vqvae-units` writes them (deduplicated ones are expanded by `<units>.durations`);
 a malformed line or a code outside the codebook is rejected with the file name and line number. Without --speaker
 each utterance is decoded with its own (source) speaker, known from the data config or a `--speaker-map` TSV
 (`utt_id<TAB>speaker`), into `<utt>.wav`; with --speaker NAME[,NAME...] it is converted to each target and written
-to `<utt>_to_<NAME>.wav`. Outputs are written atomically, and existing ones are kept unless --overwrite, so a killed
+to `<utt>_to_<NAME>.wav`. With --prior, units are sampled from a learned prior
+(`audio-vqvae-train-prior`; temperature --prior-temperature, --top-k), optionally continuing the units of a real
+utterance (--prompt-units FILE:UTT_ID), and decoded with --speaker into `sample_NNN.wav`. Outputs are written atomically, and existing ones are kept unless --overwrite, so a killed
 run continues where it stopped. Utterances of different lengths are decoded together, --batch-size at a time
 (longest first, so a batch holds similar lengths).
 """
@@ -29,7 +33,8 @@ from ..data import write_skip_report
 from ..device import run_app
 from ..extract import collect_utterances, encode_utterances
 from ..model import VQVAE
-from ..synthesis import batches, plan_jobs, synthesize
+from ..prior import UnitPrior
+from ..synthesis import batches, plan_jobs, sample_units, synthesize
 from ..unitfile import load_units, read_speaker_map
 from .common import add_input_arguments, load_model, split_inputs
 
@@ -58,6 +63,23 @@ def units_from_audio(
     return units, speakers
 
 
+def prior_units(model: VQVAE, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """--prior: sample --n-samples unit sequences of --seconds for --speaker (after --prompt-units FILE:UTT_ID)."""
+    if not args.speaker or "," in args.speaker:
+        raise ValueError("--prior needs one --speaker (the voice that decodes the sampled units)")
+    prompt = None
+    if args.prompt_units:
+        path, _, utt = args.prompt_units.rpartition(":")
+        table = load_units(path, model.codebook_size)
+        if utt not in table:
+            raise ValueError(f"--prompt-units: no utterance {utt!r} in {path}")
+        prompt = table[utt]
+    prior = UnitPrior.from_checkpoint(args.prior, model.device)
+    generator = torch.Generator(prior.device).manual_seed(args.seed)
+    return sample_units(prior, model, args.speaker, args.seconds, args.n_samples, args.prior_temperature, args.top_k,
+                        generator, prompt)
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """The generate command; returns the files written."""
     model = load_model(args)
@@ -66,15 +88,19 @@ def run(args: argparse.Namespace) -> list[Path]:
         return []
     if args.out_dir is None:
         raise ValueError("-o/--out-dir is required (where the WAV files go)")
-    if bool(args.units) == bool(args.inputs or args.manifest or args.data):
-        raise ValueError("give either --units FILE or audio inputs (files, directories, --manifest or --data)")
+    if sum(map(bool, (args.units, args.prior, args.inputs or args.manifest or args.data))) != 1:
+        raise ValueError("give one of --units FILE, --prior CKPT or audio inputs (files, directories, --manifest or "
+                         "--data)")
     if not args.greedy and args.temperature <= 0:
         raise ValueError(f"--temperature {args.temperature}: must be > 0 (or use --greedy)")
     out_dir = Path(args.out_dir)
     targets = [t for t in (args.speaker or "").split(",") if t]
     for name in targets:
         model.speaker_index(name)  # fails early, listing the valid names
-    if args.units:
+    if args.prior:
+        units = prior_units(model, args)
+        sources, targets = dict.fromkeys(units, args.speaker), []
+    elif args.units:
         units, sources = load_units(args.units, model.codebook_size), {}
     else:
         units, sources = units_from_audio(model, args, out_dir / "skipped.tsv")
@@ -104,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speaker", help="target speaker(s), comma-separated: converts into <utt>_to_<name>.wav")
     parser.add_argument("--speaker-map", help="TSV utt_id<TAB>speaker giving the source speakers")
     parser.add_argument("--list-speakers", action="store_true", help="print the checkpoint's speakers and exit")
+    parser.add_argument("--prior", help="prior checkpoint (audio-vqvae-train-prior): sample units instead of reading them")
+    parser.add_argument("--seconds", type=float, default=3.0, help="with --prior: length of each sample")
+    parser.add_argument("--n-samples", type=int, default=1, help="with --prior: how many samples")
+    parser.add_argument("--prior-temperature", type=float, default=1.0, help="with --prior: temperature of the prior")
+    parser.add_argument("--top-k", type=int, default=None, help="with --prior: sample among the k most likely units")
+    parser.add_argument("--prompt-units", help="with --prior: FILE:UTT_ID, continue the units of a real utterance")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the decoder")
     parser.add_argument("--greedy", action="store_true", help="take the most likely sample instead of sampling")
     parser.add_argument("--kernel", default="auto", choices=["auto", "torch", "numba"],
