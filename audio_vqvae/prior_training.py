@@ -24,10 +24,10 @@ from .distributed import Distributed
 from .prior import UnitPrior, length_mask
 from .runs import keep_step_checkpoints, resume_checkpoint, write_run_files
 from .trainer import (
+    Optimization,
     Preemption,
     TrainerConfig,
     autocast_dtype,
-    lr_lambda,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -90,10 +90,8 @@ class PriorTrainer:
         t = self.tcfg
         self.amp_dtype = autocast_dtype(t.precision)
         self.model = UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.adam_betas)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.opt = Optimization.build(torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.adam_betas), t,
+                                      device)
         self.state = PriorState()
         self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
         if ddp.world_size > 1:
@@ -110,9 +108,7 @@ class PriorTrainer:
                 "seed": self.cfg.seed, "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size}
 
     def save(self, name: str, rng: list[dict[str, Any]], metrics: dict[str, float] | None = None) -> None:
-        resume = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                  "scaler": self.scaler.state_dict(), "state": dict(self.state.__dict__), "rng": rng,
-                  "identity": self.identity()}
+        resume = {**self.opt.state_dict(), "state": dict(self.state.__dict__), "rng": rng, "identity": self.identity()}
         config = {**OmegaConf.to_container(self.cfg, resolve=True), **self.meta}
         save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), config, self.speakers, self.state.step, resume,
                         metrics)
@@ -124,9 +120,7 @@ class PriorTrainer:
             raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units, seed, "
                              "world size or batch size); pick another run_dir=...")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        self.opt.load_state_dict(saved)
         self.state = PriorState(**saved["state"])
         set_rng_state(saved["rng"][self.ddp.rank])
         log.info("resumed from %s at step %d", path, self.state.step)
@@ -155,7 +149,7 @@ class PriorTrainer:
         mask = length_mask(lengths, units.shape[1])
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), units, reduction="none")
         loss = (nll * mask).sum() / mask.sum()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(loss.detach()), every=True):
             self.state.nonfinite_consecutive += 1
             if self.state.nonfinite_consecutive >= self.tcfg.max_nonfinite:
@@ -163,13 +157,7 @@ class PriorTrainer:
                                    f"{self.state.step}; lower trainer.lr")
             return None
         self.state.nonfinite_consecutive = 0
-        self.scaler.scale(loss).backward()
-        if self.tcfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self.opt.step(loss, self.model.parameters(), self.tcfg.grad_clip)
         self.state.step += 1
         return float(loss.detach())
 
@@ -217,7 +205,7 @@ class PriorTrainer:
                     bar.update(1)
                     if state.step % t.log_every == 0 and self.writer is not None:
                         self.writer.add_scalar("train/nll_per_unit", loss, state.step)
-                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], state.step)
+                        self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
                         bar.set_postfix(nll=f"{loss:.3f}")
                     self.periodic(final=state.step == t.max_steps)
                 if state.step < t.max_steps and self.ddp.agree(preemption.requested, every=False):

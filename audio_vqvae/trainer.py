@@ -188,6 +188,43 @@ class Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+@dataclass
+class Optimization:
+    """What one optimisation step and its resume need besides the model: optimizer, lr schedule, fp16 loss scaler.
+    Shared by the VQ-VAE trainer and the prior trainer."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def step(self, loss: torch.Tensor, params: Iterator[torch.nn.Parameter], grad_clip: float) -> None:
+        """backward (scaled), clip the global grad norm when grad_clip > 0, optimizer, scaler and schedule steps."""
+        self.scaler.scale(loss).backward()
+        if grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """From a checkpoint's resume state (the keys `state_dict` writes)."""
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+
+    @classmethod
+    def build(cls, optimizer: torch.optim.Optimizer, t: TrainerConfig, device: torch.device) -> Optimization:
+        """`optimizer` with the trainer's warm-up + schedule (lr_lambda) and a GradScaler enabled for fp16."""
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio))
+        return cls(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"))
+
+
 def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
@@ -210,11 +247,7 @@ class Trainer:
         t = self.tcfg
         self.amp_dtype = autocast_dtype(t.precision)
         self.model = VQVAE.from_config(cfg.model, speakers).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio)
-        )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.opt = Optimization.build(torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas), t, device)
         self.state = TrainState()
         self.sampler, self.train_loader, self.val_loader = self._loaders(split)
         self.curve_items = self._curve_items() if t.unit_curves and ddp.is_main else None
@@ -271,8 +304,7 @@ class Trainer:
     def save(self, name: str, rng: list[dict[str, Any]], metrics: dict[str, float] | None = None) -> None:
         """Rank 0 writes ckpt_dir/name with everything resume needs (rng: every rank's state, from ddp.gather)."""
         resume = {
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "state": dict(self.state.__dict__), "rng": rng,
+            **self.opt.state_dict(), "state": dict(self.state.__dict__), "rng": rng,
             "identity": run_identity(self.cfg), "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size,
         }
         save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), OmegaConf.to_container(self.cfg, resolve=True),
@@ -295,9 +327,7 @@ class Trainer:
                              f"world_size={new[0]} trainer.batch_size={new[1]}; resume needs the same values (the "
                              "position in the epoch and the effective batch depend on them) or a new run_dir")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        self.opt.load_state_dict(saved)
         self.state = TrainState(**saved["state"])
         set_rng_state(saved["rng"][self.ddp.rank])
         log.info("resumed from %s at step %d", path, self.state.step)
@@ -319,7 +349,7 @@ class Trainer:
         t, state = self.tcfg, self.state
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out: VQVAEOutput = self.net(wav, speaker)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(out.loss.detach()), every=True):
             state.nonfinite_total += 1
             state.nonfinite_consecutive += 1
@@ -330,13 +360,7 @@ class Trainer:
                                    f"(trainer.max_nonfinite={t.max_nonfinite}); lower trainer.lr or check the data")
             return None
         state.nonfinite_consecutive = 0
-        self.scaler.scale(out.loss).backward()
-        if t.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self.opt.step(out.loss, self.model.parameters(), t.grad_clip)
         state.step += 1
         return out
 
@@ -424,7 +448,7 @@ class Trainer:
             "codebook_loss": float(out.codebook_loss.detach()), "commitment_loss": float(out.commitment_loss.detach()),
             "bits_per_sample": float(out.bits_per_sample), "perplexity": float(out.perplexity),
             "used_codes": float(out.usage) * self.model.codebook_size, "restarted_codes": out.restarted,
-            "lr": self.scheduler.get_last_lr()[0], "audio_seconds_per_second": seconds_per_second,
+            "lr": self.opt.scheduler.get_last_lr()[0], "audio_seconds_per_second": seconds_per_second,
             "nonfinite_steps": self.state.nonfinite_total,
         }
         if self.writer is not None:
