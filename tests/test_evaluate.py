@@ -72,7 +72,7 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
                             root / "alignments")
     assert m == json.loads((out / "metrics.json").read_text())
     finite_numbers(m)
-    assert set(m) == {"checkpoint", "data", "elbo", "bitrate", "codebook", "teacher_forced_log_mel_distance",
+    assert set(m) == {"checkpoint", "data", "elbo", "bitrate", "codebook", "teacher_forced_log_mel_distance", "prior",
                       "posterior", "units", "speaker_probe", "resynthesis", "figures"}
     d = m["data"]
     assert d["n_utterances"] == len(ids) and d["speakers"] == list(SPEAKERS[:2]) and d["unknown_to_decoder"] == []

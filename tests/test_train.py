@@ -204,8 +204,11 @@ def test_sigterm_writes_last_checkpoint_and_resume_matches_uninterrupted_run(tmp
             "data.segment_length=1024", "data.val_per_speaker=1", "data.val_max_seconds=0.25", "trainer.batch_size=2",
             "trainer.num_workers=0", "trainer.max_steps=400", "trainer.ckpt_every=2", "trainer.deterministic=true",
             *common]
+    # one thread everywhere: a multi-threaded BLAS may use fewer threads on a busy machine, and another summation
+    # order is not bit-identical
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.cli.train", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     last = tmp_path / "b" / "run" / "checkpoints" / "last.pt"
     try:
         deadline = time.monotonic() + 300  # a busy machine starts the app slowly
@@ -219,9 +222,14 @@ def test_sigterm_writes_last_checkpoint_and_resume_matches_uninterrupted_run(tmp
     assert proc.returncode == 0, stderr[-2000:]
     step = load_checkpoint(last)["step"]
     assert 2 <= step < 400 and not load_checkpoint(last)["resume"]["state"]["finished"]
-    resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=auto",
-                                     f"trainer.max_steps={step + 2}", *common))
-    full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.max_steps={step + 2}", *common))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=auto",
+                                         f"trainer.max_steps={step + 2}", *common))
+        full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.max_steps={step + 2}", *common))
+    finally:
+        torch.set_num_threads(threads)
     assert_same_weights(full.state_dict(), resumed.state_dict())
 
 
