@@ -22,13 +22,14 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .device import resolve_device
 from .distributed import Distributed
 from .prior import UnitPrior, length_mask
-from .runs import keep_step_checkpoints, resume_checkpoint, write_run_files
+from .runs import resume_checkpoint, write_run_files
 from .trainer import (
     Optimization,
     Preemption,
     TrainerConfig,
     autocast_dtype,
     rng_state,
+    save_last,
     seed_everything,
     set_rng_state,
 )
@@ -126,12 +127,7 @@ class PriorTrainer:
         log.info("resumed from %s at step %d", path, self.state.step)
 
     def save_last(self) -> None:
-        rng = self.ddp.gather(rng_state())
-        if self.ddp.is_main:
-            self.save("last.pt", rng)
-            if self.tcfg.keep_last > 0:
-                self.save(f"step-{self.state.step:08d}.pt", rng)
-                keep_step_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+        save_last(self.save, self.ddp, self.ckpt_dir, self.state.step, self.tcfg.keep_last)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """This step's batch (a function of seed, rank and step) on the device."""

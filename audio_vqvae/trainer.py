@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,18 @@ class Optimization:
         return cls(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"))
 
 
+def save_last(save: Callable[[str, list[dict[str, Any]]], None], ddp: Distributed, ckpt_dir: Path, step: int,
+              keep_last: int) -> None:
+    """Gather every rank's RNG state, then rank 0 writes last.pt and step-XXXXXXXX.pt (pruned to keep_last) with
+    `save(name, rng)`; collective (every rank calls it). Shared by the VQ-VAE and the prior trainers."""
+    rng = ddp.gather(rng_state())
+    if ddp.is_main:
+        save("last.pt", rng)
+        if keep_last > 0:
+            save(f"step-{step:08d}.pt", rng)
+            keep_step_checkpoints(ckpt_dir, keep_last)
+
+
 def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
@@ -334,12 +346,7 @@ class Trainer:
 
     def save_last(self) -> None:
         """last.pt (and a step checkpoint, pruned to keep_last) at the current step; collective (every rank)."""
-        rng = self.ddp.gather(rng_state())
-        if self.ddp.is_main:
-            self.save("last.pt", rng)
-            if self.tcfg.keep_last > 0:
-                self.save(f"step-{self.state.step:08d}.pt", rng)
-                keep_step_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+        save_last(self.save, self.ddp, self.ckpt_dir, self.state.step, self.tcfg.keep_last)
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
