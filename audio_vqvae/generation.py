@@ -143,6 +143,7 @@ def generate(
     if lengths is not None and (lengths.shape != (batch,) or int(lengths.min()) < 0 or int(lengths.max()) > total):
         raise ValueError(f"lengths must be [B] with values in 0..T_z*hop={total}")
     n_steps = total if lengths is None or teacher is not None else int(lengths.max())
+    frames = None if lengths is None else -(-lengths // net.hop)  # frames each item covers
     sampling = teacher is None and not greedy
 
     weights = step_weights(net, 1.0 if teacher is not None or greedy else temperature)
@@ -155,7 +156,7 @@ def generate(
     for f0 in range(0, -(-n_steps // net.hop), per_chunk):
         f1 = min(n_frames, f0 + per_chunk)
         t0, t1 = f0 * net.hop, min(f1 * net.hop, n_steps)
-        cond = net.conditioning_window(latents, g, f0, f1)  # [B, L, G, cols]
+        cond = net.conditioning_window(latents, g, f0, f1, frames)  # [B, L, G, cols]
         cond[:, :, : net.gate_channels // 2] *= 2.0  # sigmoid form of the tanh (see StepWeights)
         cond = cond.permute(3, 1, 0, 2).contiguous()  # [cols, L, B, G]
         bias = weights.logit_b.expand(t1 - t0, batch, -1)

@@ -113,21 +113,29 @@ class WaveNet(nn.Module):
 
     # ---- conditioning ---------------------------------------------------------------------------------------------
 
-    def conditioning(self, latents: Tensor, g: Tensor | None) -> Tensor:
-        """Every layer's gate conditioning (local + global + bias): [B, D, T_z] -> [B, L, G, T_z*hop/cond_rate]."""
-        c = self.cond_proj(self.upsample(self.cond_stack(latents)))  # [B, L*G, T_z] (repeat) or [B, L*G, T_z*hop + hop % 2]
+    def conditioning(self, latents: Tensor, g: Tensor | None, valid: Tensor | None = None) -> Tensor:
+        """Every layer's gate conditioning (local + global + bias): [B, D, T_z] -> [B, L, G, T_z*hop/cond_rate].
+        valid [B, T_z] (bool): frames inside each item; the stack's outputs past an item's end are zeroed after every
+        layer, as the zero padding of an item alone (so a batch of different lengths conditions each item exactly)."""
+        x = latents
+        for block in self.cond_stack:
+            x = block(x) if valid is None else block(x) * valid[:, None]
+        c = self.cond_proj(self.upsample(x))  # [B, L*G, T_z] (repeat) or [B, L*G, T_z*hop + hop % 2]
         c = c[..., : latents.shape[-1] * self.hop // self.cond_rate]
         if g is not None:
             c = c + self.global_proj(g)[:, :, None]
         return c.unflatten(1, (len(self.dilations), self.gate_channels))
 
-    def conditioning_window(self, latents: Tensor, g: Tensor | None, f0: int, f1: int) -> Tensor:
-        """`conditioning` restricted to frames f0..f1-1, computed from those frames plus the neighbours it needs."""
+    def conditioning_window(self, latents: Tensor, g: Tensor | None, f0: int, f1: int,
+                            frames: Tensor | None = None) -> Tensor:
+        """`conditioning` restricted to frames f0..f1-1, computed from those frames plus the neighbours it needs;
+        frames [B]: each item's number of frames in a padded batch (None: all)."""
         per_frame = self.hop // self.cond_rate
         # the stack's outputs see cond_reach frames on each side, the transposed conv's see their frame and a neighbour
         margin = self.cond_reach + int(self.upsample_mode == "transposed")
         a, b = max(0, f0 - margin), min(latents.shape[-1], f1 + margin)
-        return self.conditioning(latents[..., a:b], g)[..., (f0 - a) * per_frame : (f1 - a) * per_frame]
+        valid = None if frames is None else torch.arange(a, b, device=latents.device) < frames[:, None]
+        return self.conditioning(latents[..., a:b], g, valid)[..., (f0 - a) * per_frame : (f1 - a) * per_frame]
 
     def _check(self, latents: Tensor, g: Tensor | None) -> None:
         if latents.dim() != 3:

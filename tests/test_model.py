@@ -148,11 +148,12 @@ def test_encode_takes_the_same_frames_as_forward_when_t_is_not_a_multiple_of_hop
     assert out.n_samples == 992
 
 
-@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
-def test_batched_decode_equals_decoding_each_item_alone(upsample):
+@pytest.mark.parametrize("upsample,cond_layers", [("repeat", 0), ("transposed", 0), ("repeat", 2), ("transposed", 2)])
+def test_batched_decode_equals_decoding_each_item_alone(upsample, cond_layers):
     torch.manual_seed(0)
     cfg = tiny_config()
     cfg["decoder"]["upsample"] = upsample
+    cfg["decoder"]["cond_layers"] = cond_layers  # the stack's outputs past an item's end are masked
     model = VQVAE.from_config(cfg, ["p1", "p2"]).eval()
     codes = model.encode(clip(T=1600)[0, 0], 16000)
     long, short = codes, codes[:7].flip(0)
