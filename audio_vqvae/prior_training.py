@@ -24,11 +24,11 @@ from .distributed import Distributed
 from .prior import UnitPrior, length_mask
 from .runs import resume_checkpoint, write_run_files
 from .trainer import (
+    Cadence,
     Optimization,
     Preemption,
     TrainerConfig,
     autocast_dtype,
-    rng_state,
     save_last,
     seed_everything,
     set_rng_state,
@@ -80,7 +80,7 @@ def evaluate_prior(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dic
     return {**nll_metrics(-sum(lp for _, lp in scores), count), "n_units": count}
 
 
-class PriorTrainer:
+class PriorTrainer(Cadence):
     """Trains a UnitPrior per a prior run config (configs/prior.yaml); rank 0 validates, logs and checkpoints."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, train: UnitSet, val: UnitSet, speakers: list[str],
@@ -171,17 +171,6 @@ class PriorTrainer:
             self.state.best_nll = metrics["nll_per_unit"]
             self.save("best.pt", rng, metrics)
 
-    def periodic(self, final: bool) -> None:
-        """Validation and checkpoints due after this step (collective)."""
-        t, state = self.tcfg, self.state
-        if state.step % t.val_every == 0 or final:
-            rng = self.ddp.gather(rng_state())
-            if self.ddp.is_main:
-                self.run_validation(rng)
-        if state.step % t.ckpt_every == 0 or final:
-            state.finished = final
-            self.save_last()
-
     def fit(self) -> UnitPrior:
         """Train to trainer.max_steps or until SIGTERM (last.pt written); returns the model."""
         from tqdm import tqdm
@@ -204,10 +193,7 @@ class PriorTrainer:
                         self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
                         bar.set_postfix(nll=f"{loss:.3f}")
                     self.periodic(final=state.step == t.max_steps)
-                if state.step < t.max_steps and self.ddp.agree(preemption.requested, every=False):
-                    log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto",
-                                state.step)
-                    self.save_last()
+                if state.step < t.max_steps and self.preempted(preemption):
                     break
         bar.close()
         if self.writer is not None:

@@ -237,6 +237,30 @@ def save_last(save: Callable[[str, list[dict[str, Any]]], None], ddp: Distribute
             keep_step_checkpoints(ckpt_dir, keep_last)
 
 
+class Cadence:
+    """What the VQ-VAE and the prior trainers share after each step: validation and checkpoints when due, and the
+    SIGTERM stop. Needs `tcfg`, `state` (step, finished), `ddp`, `run_validation(rng)` and `save_last()`."""
+
+    def periodic(self, final: bool) -> None:
+        """Validation and checkpoints due after this step (collective: every rank calls it)."""
+        t, state = self.tcfg, self.state
+        if state.step % t.val_every == 0 or final:
+            rng = self.ddp.gather(rng_state())
+            if self.ddp.is_main:
+                self.run_validation(rng)
+        if state.step % t.ckpt_every == 0 or final:
+            state.finished = final
+            self.save_last()
+
+    def preempted(self, preemption: Preemption) -> bool:
+        """True (after writing last.pt) when SIGTERM reached any rank: all ranks stop at the same step."""
+        if not self.ddp.agree(preemption.requested, every=False):
+            return False
+        log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto", self.state.step)
+        self.save_last()
+        return True
+
+
 def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
@@ -248,7 +272,7 @@ def curves_text(curves: dict[str, float]) -> str:
 # ---- the solver ---------------------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(Cadence):
     """Trains a VQVAE on a corpus split per a run config; rank 0 validates, logs and writes checkpoints."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, speakers: list[str], split: Split, ddp: Distributed,
@@ -495,10 +519,7 @@ class Trainer:
                     self.periodic(final=state.step == t.max_steps)
                 if state.step >= t.max_steps:
                     break
-                if self.ddp.agree(preemption.requested, every=False):  # all ranks stop at the same step
-                    log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto",
-                                state.step)
-                    self.save_last()
+                if self.preempted(preemption):
                     break
         bar.close()
         if self.writer is not None:
@@ -509,16 +530,6 @@ class Trainer:
             log.info("finished at step %d; checkpoints: %s (last.pt, best.pt)", state.step, self.ckpt_dir)
         return self.model
 
-    def periodic(self, final: bool) -> None:
-        """Validation and checkpoints due after this step (collective: every rank calls it)."""
-        t, state = self.tcfg, self.state
-        if state.step % t.val_every == 0 or final:
-            rng = self.ddp.gather(rng_state())
-            if self.ddp.is_main:
-                self.run_validation(rng)
-        if state.step % t.ckpt_every == 0 or final:
-            state.finished = final
-            self.save_last()
 
 
 def train(cfg: DictConfig) -> VQVAE:
