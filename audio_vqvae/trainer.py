@@ -256,8 +256,8 @@ class Cadence:
         """True (after writing last.pt) when SIGTERM reached any rank: all ranks stop at the same step."""
         if not self.ddp.agree(preemption.requested, every=False):
             return False
-        log.warning("SIGTERM: stopping at step %d; last.pt written, continue with trainer.resume=auto", self.state.step)
         self.save_last()
+        log.warning("SIGTERM: stopped at step %d; last.pt written, continue with trainer.resume=auto", self.state.step)
         return True
 
 
