@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +138,19 @@ def wavenet_inputs(
     latents = torch.randn(batch, LATENT_DIM, n_frames, generator=gen)
     g = torch.randn(batch, model.global_channels, generator=gen) if model.global_channels else None
     return prev, latents, g
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(out: Path, config: str, overrides: list[str], env: dict[str, str] | None = None) -> list[dict]:
+    """Train config `train` or `prior` with 2 gloo processes (tests/ddp_worker.py); each rank's final state dict."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(Path(__file__).with_name("ddp_worker.py")), str(out), config, *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]

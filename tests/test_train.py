@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import torchrun
 from hydra import compose, initialize_config_dir
 
 from audio_vqvae import quantizer as quantizer_mod
@@ -282,24 +282,12 @@ def test_too_many_nonfinite_losses_stop_the_run(tmp_path, corpus, monkeypatch):
         train_mod.train(config(tmp_path, "trainer.max_nonfinite=3"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(tmp_path: Path, corpus: Path, *overrides: str, env: dict[str, str] | None = None) -> dict:
+def ddp_train(tmp_path: Path, corpus: Path, *overrides: str, env: dict[str, str] | None = None) -> list[dict]:
     """Train with 2 gloo processes; returns each rank's final state dict (index = rank)."""
-    out = tmp_path / "ranks"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(Path(__file__).with_name("ddp_worker.py")), str(out),
-           "model=tiny", "data=folder", f"data.root={corpus}", "data.segment_length=1024", "data.val_per_speaker=1",
-           "data.val_max_seconds=0.25", f"run_dir={tmp_path / 'run'}", "trainer.batch_size=2", "trainer.num_workers=0",
-           "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return torchrun(tmp_path / "ranks", "train", [
+        "model=tiny", "data=folder", f"data.root={corpus}", "data.segment_length=1024", "data.val_per_speaker=1",
+        "data.val_max_seconds=0.25", f"run_dir={tmp_path / 'run'}", "trainer.batch_size=2", "trainer.num_workers=0",
+        "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2", *overrides], env)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -309,7 +297,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_path, corpus):
-    a, b = torchrun(tmp_path, corpus)
+    a, b = ddp_train(tmp_path, corpus)
     assert_same_weights(a, b)
     assert "quantizer.embed" in a and "quantizer.ema_cluster_size" in a
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
@@ -317,7 +305,7 @@ def test_torchrun_two_processes_end_with_identical_weights_and_codebooks(tmp_pat
 
 def test_torchrun_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path, corpus):
     """Only rank 1 sees a NaN loss: both ranks skip that step together (no hang in the gradient all-reduce)."""
-    a, b = torchrun(tmp_path, corpus, env={"NAN_ON_RANK": "1"})
+    a, b = ddp_train(tmp_path, corpus, env={"NAN_ON_RANK": "1"})
     assert_same_weights(a, b)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]
     assert state["step"] == 4 and state["nonfinite_total"] == 1 and all(torch.isfinite(v).all() for v in a.values())
