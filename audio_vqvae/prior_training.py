@@ -1,6 +1,8 @@
-"""Training the unit prior (stage two) on a units file, with the VQ-VAE trainer's machinery: run directory and resume
-choice (runs.py), atomic checkpoints with resume state (checkpoint.py), the LR schedule, AMP, RNG state and SIGTERM
-handling (trainer.py's helpers), DDP (distributed.py), TensorBoard and tqdm.
+"""Training the unit prior (stage two) on a units file, or straight from a corpus and a VQ-VAE checkpoint, with the
+VQ-VAE trainer's machinery: run directory and resume choice (runs.py), atomic checkpoints with resume state
+(checkpoint.py), the LR schedule, AMP, RNG state, SIGTERM handling and validation cadence (trainer.py), DDP
+(distributed.py), TensorBoard and tqdm. From a corpus, rank 0 first writes the units of its training and validation
+utterances into <run_dir>/units/ with `extract.write_units` (what `audio-vqvae-units` runs; a rerun resumes it).
 
 Batches are a function of (seed, rank, step) only (`unitdata.training_batch`), so a resumed run draws what an
 uninterrupted one would. A run directory holds config.yaml, speakers.json, version.json, tb/ and
@@ -19,8 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data import load_corpus, split_corpus
 from .device import resolve_device
 from .distributed import Distributed
+from .extract import write_units
+from .model import VQVAE
 from .prior import UnitPrior, length_mask
 from .runs import resume_checkpoint, write_run_files
 from .trainer import (
@@ -34,6 +39,7 @@ from .trainer import (
     set_rng_state,
 )
 from .unitdata import UnitSet, load_unit_sets, pad, training_batch
+from .unitfile import write_speaker_map
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ class PriorTrainer(Cadence):
     def identity(self) -> dict[str, Any]:
         """What must match for a resume to be the same run."""
         return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "units": str(self.cfg.units.path),
+                "data": OmegaConf.to_container(self.cfg.data, resolve=True) if "data" in self.cfg else None,
                 "seed": self.cfg.seed, "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size}
 
     def save(self, name: str, rng: list[dict[str, Any]], metrics: dict[str, float] | None = None) -> None:
@@ -201,6 +208,24 @@ class PriorTrainer(Cadence):
         return self.model
 
 
+def corpus_units(data: DictConfig, vqvae: str, units_dir: Path, seed: int, batch_size: int,
+                 device: torch.device) -> dict[str, str | None]:
+    """A data node and a VQ-VAE checkpoint -> units files of the corpus's training and validation utterances (split as
+    `audio-vqvae-train` splits it with the same seed; held-out speakers are left out) and a speaker map, written in
+    units_dir (a rerun resumes them) -> the `units` keys that point at them."""
+    model = VQVAE.from_checkpoint(vqvae, device)
+    data = OmegaConf.merge(data, {"sample_rate": model.sample_rate})
+    corpus = load_corpus(data)
+    split = split_corpus(corpus, data, seed)
+    keys = {"path": units_dir / "train.txt", "val_path": units_dir / "val.txt" if split.val else None,
+            "speaker_map": units_dir / "speakers.tsv"}
+    write_units(model, split.train, keys["path"], skipped=corpus.skipped, batch_size=batch_size)
+    if split.val:
+        write_units(model, split.val, keys["val_path"], batch_size=batch_size)
+    write_speaker_map(keys["speaker_map"], {u.id: u.speaker for u in split.train + split.val})
+    return {k: None if v is None else str(v) for k, v in keys.items()}
+
+
 def train_prior(cfg: DictConfig) -> UnitPrior:
     """Train a prior per a prior run config (configs/prior.yaml); returns the trained model."""
     ddp = Distributed.from_env()
@@ -212,8 +237,21 @@ def train_prior(cfg: DictConfig) -> UnitPrior:
     resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
+    from_audio = cfg.vqvae is not None or "data" in cfg
+    if (cfg.units.path is None) != from_audio:
+        raise ValueError("give units.path=FILE (written by audio-vqvae-units) or vqvae=CHECKPOINT with data=NAME "
+                         "(units extracted into the run directory), not both")
+    if from_audio:
+        if cfg.vqvae is None or "data" not in cfg:
+            raise ValueError("training from audio needs both vqvae=CHECKPOINT and data=NAME (demo, vctk, ...)")
+        keys = ddp.from_main(lambda: corpus_units(cfg.data, cfg.vqvae, run_dir / "units", cfg.seed,
+                                                  cfg.extract_batch_size, device))
+        for key, value in keys.items():
+            cfg.units[key] = value
     seed_everything(cfg.seed + ddp.rank)
     train, val, speakers, sidecar = load_unit_sets(cfg.units)
+    if from_audio:
+        cfg.data.sample_rate = sidecar.sample_rate  # the data node's ${model.sample_rate}: the VQ-VAE's
     meta = {"codebook_size": sidecar.codebook_size, "frame_rate": sidecar.frame_rate,
             "vqvae_checkpoint": sidecar.checkpoint, "vqvae_checkpoint_sha256": sidecar.checkpoint_sha256}
     if ddp.is_main:

@@ -170,6 +170,12 @@ def read_speaker_map(path: str | os.PathLike) -> dict[str, str]:
     return read_table(path, parse, "speaker")
 
 
+def write_speaker_map(path: str | os.PathLike, speakers: dict[str, str]) -> None:
+    """{utt_id: speaker} -> the TSV `read_speaker_map` reads, written atomically."""
+    with atomic_write(path) as f:
+        f.writelines(f"{utt_id}\t{speaker}\n" for utt_id, speaker in speakers.items())
+
+
 # ---- writing ----------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Stage two: the unit prior (causality, log_prob, sampling), its ELBO bookkeeping, exact resume and the score CLI."""
+"""Stage two: the unit prior (causality, log_prob, sampling), its ELBO bookkeeping, its training (exact resume, from a
+corpus, mixed precision, DDP) and the score CLI."""
 from __future__ import annotations
 
 import math
@@ -7,16 +8,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import SPEAKERS, make_checkpoint
+from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, write_mixed_corpus
 from hydra import compose, initialize_config_dir
 
-from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.metrics import elbo_terms, elbo_with_prior
+from audio_vqvae.model import VQVAE
 from audio_vqvae.prior import UnitPrior
 from audio_vqvae.prior_training import train_prior
-from audio_vqvae.unitfile import UnitsSidecar
+from audio_vqvae.trainer import autocast_dtype
+from audio_vqvae.unitfile import UnitsSidecar, load_units, read_speaker_map
 
 K = 8
 TINY = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "dropout": 0.0, "speaker_conditioning": True}
@@ -71,7 +74,7 @@ def test_uniform_prior_reproduces_the_uniform_elbo():
     logp = prior.log_prob(units, lengths, torch.tensor([0, 1, 0]))
     torch.testing.assert_close(logp, -lengths.double().float() * math.log(K))
     n_latents, n_samples = int(lengths.sum()), int(lengths.sum()) * 320
-    both = elbo_with_prior(1234.5, float(logp.sum()), n_samples, n_latents, K, 16000)
+    both = elbo_with_prior(1234.5, float(logp.sum().detach()), n_samples, n_latents, K, 16000)
     uniform = elbo_terms(1234.5, n_samples, n_latents, K, 16000)
     assert both["kl_nats_prior"] == pytest.approx(n_latents * math.log(K)) == pytest.approx(both["kl_nats_uniform"])
     assert both["bits_per_sample_prior"] == pytest.approx(uniform["bits_per_sample"])
@@ -107,9 +110,10 @@ def test_sampling_shapes_seeds_top_k_and_prompt():
 
 
 def config(tmp_path, units, *overrides):
+    """A tiny prior run on the units file `units` (None: give vqvae= and data= in overrides)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("prior", overrides=[
-            f"units.path={units}", f"run_dir={tmp_path}", "device=cpu", "units.max_frames=16", "units.val_fraction=0.5",
+            *([f"units.path={units}"] if units else []), f"run_dir={tmp_path}", "device=cpu", "units.max_frames=16", "units.val_fraction=0.5",
             "trainer.batch_size=4", "trainer.val_every=2", "trainer.ckpt_every=2", "trainer.warmup_steps=1",
             "trainer.keep_last=1", "trainer.lr_schedule=constant", *[f"prior.{k}={v}" for k, v in TINY.items()], "prior.dropout=0.1", *overrides])
 
@@ -122,6 +126,70 @@ def test_resumed_prior_training_matches_an_uninterrupted_run(tmp_path):
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
     assert (tmp_path / "a" / "checkpoints" / "best.pt").exists()
+
+
+def test_training_straight_from_a_corpus_writes_its_splits_units_and_a_rerun_resumes(tmp_path, caplog):
+    """vqvae= and data=: the training and validation utterances' units (as the VQ-VAE encodes them) and
+    their speakers go to <run_dir>/units/; bad files are listed; a rerun resumes without encoding anything again."""
+    ckpt, wavs, run = make_checkpoint(tmp_path / "vq.pt"), write_mixed_corpus(tmp_path / "wavs"), tmp_path / "run"
+    corpus = [f"vqvae={ckpt}", "data=folder", f"data.root={wavs}", "data.val_per_speaker=1"]
+    prior = train_prior(config(run, None, *corpus, "trainer.max_steps=2"))
+    units_dir, model = run / "units", VQVAE.from_checkpoint(str(ckpt))
+    train, val = load_units(units_dir / "train.txt", 16), load_units(units_dir / "val.txt", 16)
+    assert sorted([*train, *val]) == ["spk1_a", "spk1_b", "spk2_c", "spk2_d"] and len(train) == len(val) == 2
+    for utt_id, codes in {**train, **val}.items():
+        speaker, name = utt_id.split("_")
+        assert_same_units(codes, model, wavs / speaker / f"{name}.wav")
+    assert read_speaker_map(units_dir / "speakers.tsv") == {u: u.split("_")[0] for u in [*train, *val]}
+    skipped = (units_dir / "train.txt.skipped.tsv").read_text()
+    assert all(name in skipped for name in ("empty.wav", "text.flac"))
+    assert prior.speakers == ["spk1", "spk2"] and prior.codebook_size == 16
+    caplog.clear()
+    with caplog.at_level("INFO", logger="audio_vqvae.extract"):
+        train_prior(config(run, None, *corpus, "trainer.max_steps=4", "trainer.resume=auto"))
+    assert "train.txt: 0 utterances to encode (2 already done)" in caplog.text
+    assert load_units(units_dir / "train.txt", 16).keys() == train.keys()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_units_file_and_corpus_are_one_or_the_other(tmp_path):
+    units = write_units(tmp_path / "units.txt")
+    for overrides, match in [((), "units.path=FILE .* or vqvae=CHECKPOINT"), ((units, "vqvae=x.pt"), "not both"),
+                             ((None, "vqvae=x.pt"), "needs both vqvae=CHECKPOINT and data=NAME")]:
+        with pytest.raises(ValueError, match=match):
+            train_prior(config(tmp_path / "run", *(overrides or (None,))))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_prior_training_runs_in_the_autocast_dtype(tmp_path, precision, monkeypatch):
+    """Autocast lowers the Transformer's linear layers; the loss is float32; fp16 keeps a GradScaler to resume."""
+    seen, linear = set(), torch.nn.Linear.forward
+
+    def recording(self, x):
+        out = linear(self, x)
+        seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording)
+    prior = train_prior(config(tmp_path, write_units(tmp_path / "units.txt"), f"trainer.precision={precision}",
+                               "trainer.max_steps=3"))
+    assert autocast_dtype(precision) in seen
+    assert all(torch.isfinite(p).all() for p in prior.parameters())
+    resume = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["resume"]
+    assert resume["state"]["step"] == 3 and "scaler" in resume
+    assert all(h["nll_per_unit"] > 0 for h in resume["state"]["history"])
+
+
+def test_torchrun_two_processes_train_one_prior(tmp_path):
+    """DDP with 2 gloo ranks (each its own batches): both end with the same weights, rank 0 checkpoints."""
+    units = write_units(tmp_path / "units.txt")
+    a, b = torchrun(tmp_path / "ranks", "prior", [
+        f"units.path={units}", f"run_dir={tmp_path / 'run'}", "device=cpu", "units.max_frames=16",
+        "trainer.batch_size=4", "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2",
+        *[f"prior.{k}={v}" for k, v in TINY.items()]])
+    assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4 and ckpt["resume"]["identity"]["world_size"] == 2
 
 
 def test_score_cli_writes_one_row_per_utterance(tmp_path):

@@ -1,4 +1,7 @@
-"""Prior training app: `audio-vqvae-train-prior units.path=units.txt [overrides]` (or under torchrun).
+"""Prior training app (or under torchrun):
+
+    audio-vqvae-train-prior vqvae=pretrained/demo-units data=demo [overrides]   # units extracted into the run dir
+    audio-vqvae-train-prior units.path=units.txt [overrides]                     # units from audio-vqvae-units
 
 Parses the Hydra config tree (audio_vqvae/configs, top config prior.yaml) and calls `prior_training.train_prior`.
 """
