@@ -79,12 +79,7 @@ class UnitPrior(nn.Module):
         """units [B, T] -> logits [B, T, K] of p(z_t | z_<t, speaker); position t sees only z_<t (and BOS)."""
         b, t = units.shape
         bos = torch.full((b, 1), self.bos, dtype=torch.long, device=units.device)
-        x = self.embed(torch.cat([bos, units[:, :-1]], 1)) * self.scale
-        x = x + sinusoidal_positions(t, x.shape[-1], x.device)
-        if self.speaker_embed is not None:
-            if speaker is None:
-                raise ValueError("this prior is speaker-conditioned: pass a speaker")
-            x = x + self.speaker_embed(speaker)[:, None, :]
+        x = self._embed(torch.cat([bos, units[:, :-1]], 1), 0, speaker)
         mask = nn.Transformer.generate_square_subsequent_mask(t, device=units.device, dtype=x.dtype)
         return self.head(self.transformer(x, mask=mask, is_causal=True))
 
@@ -97,25 +92,56 @@ class UnitPrior(nn.Module):
         """log p(z) in nats per utterance [B], summed over the first lengths[b] units of each row."""
         return (self.unit_log_probs(units, speaker) * length_mask(lengths, units.shape[1])).sum(1)
 
+    def _embed(self, units: torch.Tensor, start: int, speaker: torch.Tensor | None) -> torch.Tensor:
+        """Input tokens [B, T] (BOS or codes) at positions start.. -> the Transformer's input [B, T, D]."""
+        x = self.embed(units) * self.scale
+        x = x + sinusoidal_positions(start + units.shape[1], x.shape[-1], x.device)[start:]
+        if self.speaker_embed is not None:
+            if speaker is None:
+                raise ValueError("this prior is speaker-conditioned: pass a speaker")
+            x = x + self.speaker_embed(speaker)[:, None, :]
+        return x
+
+    def _step(self, x: torch.Tensor, cache: list[torch.Tensor]) -> torch.Tensor:
+        """One new position through the stack in eval mode, x [B, 1, D] -> logits [B, K]. cache[i] holds layer i's
+        normalised inputs of the earlier positions and gets this one's; attention from the new position to all of
+        them is what the causal mask allows it in `forward`, so the logits are the same."""
+        for i, layer in enumerate(self.transformer.layers):
+            h = layer.norm1(x)
+            cache[i] = torch.cat([cache[i], h], 1)
+            x = x + layer.self_attn(h, cache[i], cache[i], need_weights=False)[0]
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+        return self.head(self.transformer.norm(x))[:, -1]
+
     @torch.no_grad()
     def sample(self, n: int, steps: int, speaker: torch.Tensor | None = None, temperature: float = 1.0,
                top_k: int | None = None, generator: torch.Generator | None = None,
                prompt: torch.Tensor | None = None) -> torch.Tensor:
         """Draw `steps` units after `prompt` ([P] codes, shared by all n) -> [n, P + steps] (the prompt included).
 
-        Each unit comes from softmax(logits / temperature), restricted to the top_k most likely when given.
+        Each unit comes from softmax(logits / temperature), restricted to the top_k most likely when given. Runs in
+        eval mode, one position per step: each layer keeps its earlier positions' normalised inputs, so a step costs
+        attention over the prefix rather than a pass of the whole stack over it.
         """
         if temperature <= 0:
             raise ValueError(f"temperature {temperature}: must be > 0")
+        was_training = self.training
+        self.eval()
         units = torch.zeros(n, 0, dtype=torch.long, device=self.device)
         if prompt is not None:
             units = prompt.to(self.device, torch.long)[None, :].expand(n, -1).clone()
-        for _ in range(steps):
-            padded = torch.cat([units, units.new_zeros(n, 1)], 1)  # the last input is ignored by causality
-            logits = self(padded, speaker)[:, -1].float() / temperature
+        tokens = torch.cat([torch.full((n, 1), self.bos, dtype=torch.long, device=self.device), units], 1)
+        cache = [torch.zeros(n, 0, self.embed.embedding_dim, device=self.device) for _ in self.transformer.layers]
+        for pos in range(tokens.shape[1]):  # the prompt (and BOS): only its last position's logits are used
+            logits = self._step(self._embed(tokens[:, pos : pos + 1], pos, speaker), cache)
+        for pos in range(tokens.shape[1], tokens.shape[1] + steps):
+            logits = logits.float() / temperature
             if top_k is not None:
                 kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
             units = torch.cat([units, nxt], 1)
+            if pos < tokens.shape[1] + steps - 1:
+                logits = self._step(self._embed(nxt, pos, speaker), cache)
+        self.train(was_training)
         return units

@@ -90,6 +90,22 @@ def test_learned_prior_elbo_by_hand():
     assert m["kl_bits_per_second_uniform"] == pytest.approx(10 * 4 * 16)
 
 
+def test_sampling_one_position_at_a_time_gives_the_forward_pass_logits():
+    """The incremental step (each layer's earlier inputs cached) equals the causal forward, also after a prompt."""
+    torch.manual_seed(0)
+    prior, spk = UnitPrior(K, ["a", "b"], **(TINY | {"dropout": 0.3})), torch.tensor([1, 0])
+    units = torch.randint(0, K, (2, 9))
+    full = prior.eval()(units, spk)
+    cache = [torch.zeros(2, 0, TINY["d_model"]) for _ in prior.transformer.layers]
+    tokens = torch.cat([torch.full((2, 1), K), units[:, :-1]], 1)
+    with torch.no_grad():
+        steps = torch.stack([prior._step(prior._embed(tokens[:, t : t + 1], t, spk), cache) for t in range(9)], 1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+    prior.train()
+    prior.sample(2, 3, spk, generator=torch.Generator().manual_seed(0))
+    assert prior.training  # sampling ran in eval mode and put the mode back
+
+
 def test_sampling_shapes_seeds_top_k_and_prompt():
     prior, spk = tiny_prior(), torch.tensor([0, 0, 1])
 
