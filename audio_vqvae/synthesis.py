@@ -89,19 +89,18 @@ def synthesize(
 
 def sample_units(prior: UnitPrior, model: VQVAE, speaker: str | None, seconds: float, n: int, temperature: float,
                  top_k: int | None, generator: torch.Generator, prompt: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """n unit sequences of `seconds` at the model's frame rate drawn from the prior (stage two), after `prompt` (the
-    units of a real utterance, kept at the start) when given -> {sample_NNN: codes [T_z]} for `synthesize`."""
+    """n unit sequences of `seconds` at the model's frame rate drawn from the prior (stage two), each after `prompt`
+    (the units of a real utterance, kept at the start) when given -> {sample_NNN: codes [T_z]} for `synthesize`."""
     if prior.codebook_size != model.codebook_size:
         raise ValueError(f"the prior models {prior.codebook_size} units but the VQ-VAE has {model.codebook_size} codes")
-    total = round(seconds * model.frame_rate)
-    start = 0 if prompt is None else len(prompt)
-    if total <= start:
-        raise ValueError(f"--seconds {seconds}: {total} units, not more than the prompt's {start}")
+    steps = round(seconds * model.frame_rate)
+    if steps < 1:
+        raise ValueError(f"--seconds {seconds}: not one unit at {model.frame_rate:g} units per second")
     cond = None
     if prior.speakers:
         if speaker is None:
             raise ValueError(f"the prior is speaker-conditioned: pass --speaker (one of {', '.join(prior.speakers)})")
         cond = torch.full((n,), prior.speaker_index(speaker), device=prior.device)
     prompt_t = None if prompt is None else torch.as_tensor(prompt, dtype=torch.long)
-    units = prior.sample(n, total - start, cond, temperature, top_k, generator, prompt_t).cpu().numpy()
+    units = prior.sample(n, steps, cond, temperature, top_k, generator, prompt_t).cpu().numpy()
     return {f"sample_{i:03d}": row for i, row in enumerate(units)}

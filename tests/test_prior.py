@@ -238,6 +238,6 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     generate.main([*args, "--prompt-units", f"{tmp_path / 'u.txt'}:p225_001"])
     wavs = sorted(out.glob("*.wav"))
     assert [w.name for w in wavs] == ["sample_000.wav", "sample_001.wav"]
-    assert all(len(sf.read(w)[0]) == 50 * 16 for w in wavs)
+    assert all(len(sf.read(w)[0]) == (20 + 50) * 16 for w in wavs)  # the prompt's 20 units, then 0.05 s
     with pytest.raises(SystemExit, match="one --speaker"):
         generate.main([a if a != "p226" else "p226,p227" for a in args])

@@ -12,10 +12,11 @@ Units files are read as `audio-vqvae-units` writes them (deduplicated ones are e
 a malformed line or a code outside the codebook is rejected with the file name and line number. Without --speaker
 each utterance is decoded with its own (source) speaker, known from the data config or a `--speaker-map` TSV
 (`utt_id<TAB>speaker`), into `<utt>.wav`; with --speaker NAME[,NAME...] it is converted to each target and written
-to `<utt>_to_<NAME>.wav`. With --prior, units are sampled from a learned prior
-(`audio-vqvae-train-prior`; temperature --prior-temperature, --top-k), optionally continuing the units of a real
-utterance (--prompt-units FILE:UTT_ID), and decoded with --speaker into `sample_NNN.wav`. Outputs are written atomically, and existing ones are kept unless --overwrite, so a killed
-run continues where it stopped. Utterances of different lengths are decoded together, --batch-size at a time
+to `<utt>_to_<NAME>.wav`. With --prior, --seconds of units are sampled from a learned prior
+(`audio-vqvae-train-prior`; temperature --prior-temperature, --top-k), optionally after the units of a real
+utterance (--prompt-units FILE:UTT_ID), and decoded with --speaker into `sample_NNN.wav`. Outputs are written
+atomically, and existing ones are kept unless --overwrite, so a killed run continues where it stopped. Utterances of
+different lengths are decoded together, --batch-size at a time
 (longest first, so a batch holds similar lengths).
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def units_from_audio(
 
 
 def prior_units(model: VQVAE, args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """--prior: sample --n-samples unit sequences of --seconds for --speaker (after --prompt-units FILE:UTT_ID)."""
+    """--prior: sample --n-samples unit sequences of --seconds for --speaker (each after --prompt-units FILE:UTT_ID)."""
     if not args.speaker or "," in args.speaker:
         raise ValueError("--prior needs one --speaker (the voice that decodes the sampled units)")
     prompt = None
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speaker-map", help="TSV utt_id<TAB>speaker giving the source speakers")
     parser.add_argument("--list-speakers", action="store_true", help="print the checkpoint's speakers and exit")
     parser.add_argument("--prior", help="prior checkpoint (audio-vqvae-train-prior): sample units instead of reading them")
-    parser.add_argument("--seconds", type=float, default=3.0, help="with --prior: length of each sample")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="with --prior: length of each sample (sampled after the prompt's units, if any)")
     parser.add_argument("--n-samples", type=int, default=1, help="with --prior: how many samples")
     parser.add_argument("--prior-temperature", type=float, default=1.0, help="with --prior: temperature of the prior")
     parser.add_argument("--top-k", type=int, default=None, help="with --prior: sample among the k most likely units")
