@@ -1,9 +1,11 @@
 """Strided 1-D convolutional encoder: waveform [B, 1, T] -> latents z_e [B, D, T // hop].
 
 Frame alignment: every strided layer pads its input by (kernel - stride) samples, split between left and right,
-so a layer maps length n to exactly floor(n / stride). Stacking gives T_z = floor(T / hop) with hop = product of
-the strides, for every T (T not divisible by hop included): latent frame i summarises samples
-[i * hop, (i + 1) * hop) plus a symmetric context, and the T mod hop trailing samples never start a frame.
+so a layer maps length n to exactly floor(n / stride). An optional log-mel front end is such a layer too (a fixed
+windowed-DFT convolution with kernel n_fft and stride its hop), ahead of the learned ones. Stacking gives
+T_z = floor(T / hop) with hop = product of the strides, for every T (T not divisible by hop included): latent frame i
+summarises samples [i * hop, (i + 1) * hop) plus a symmetric context, and the T mod hop trailing samples never start
+a frame.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torchaudio
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -33,6 +36,41 @@ def frame_rms_norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """x [B, C, T] -> each frame's channel vector divided by its root mean square: a bias-free ReLU encoder is
     positively homogeneous (f(a x) = a f(x) for a > 0), so after this the latents do not depend on the input gain."""
     return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + eps)
+
+
+class LogMel(nn.Module):
+    """waveform [B, 1, T] -> log-mel frames [B, n_mels, T // hop], each frame minus its mean over the mel bands.
+
+    A fixed strided convolution computes the Hann-windowed DFT (kernel n_fft, stride hop, padded as the learned
+    layers are), then power, a mel filterbank (torchaudio's) and a log whose floor is relative to the frame's mean
+    band energy. Scaling the input by g adds 2 ln g to every band of a frame, which the mean removes: the output
+    does not depend on the input level at all, so no layer after it needs to be bias-free.
+    """
+
+    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, floor: float = 1e-5) -> None:
+        super().__init__()
+        if n_fft < hop or (n_fft - hop) % 2:
+            raise ValueError(f"model.encoder.frontend: n_fft ({n_fft}) must be >= hop ({hop}), by an even number")
+        n_freq = n_fft // 2 + 1
+        angle = 2 * math.pi * torch.arange(n_freq)[:, None] * torch.arange(n_fft)[None, :] / n_fft
+        window = torch.hann_window(n_fft, periodic=True)
+        dft = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # [2F, n_fft]: real and imaginary parts
+        self.register_buffer("dft", dft[:, None, :], persistent=False)
+        fbank = torchaudio.functional.melscale_fbanks(n_freq, 0.0, sample_rate / 2, n_mels, sample_rate)  # [F, M]
+        self.register_buffer("fbank", fbank, persistent=False)
+        self.hop, self.n_fft, self.n_mels, self.floor = hop, n_fft, n_mels, floor
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        spec = nn.functional.conv1d(wav, self.dft, stride=self.hop, padding=(self.n_fft - self.hop) // 2)
+        real, imag = spec.chunk(2, dim=1)
+        mel = torch.einsum("bft,fm->bmt", real.square() + imag.square(), self.fbank)
+        logmel = (mel + self.floor * mel.mean(1, keepdim=True) + torch.finfo(mel.dtype).tiny).log()
+        return logmel - logmel.mean(1, keepdim=True)
+
+    @property
+    def macs_per_frame(self) -> int:
+        """Multiply-adds per output frame: the DFT and the filterbank."""
+        return self.dft.shape[0] * self.n_fft + self.fbank.numel()
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, norm: str, bias: bool = True) -> nn.Module:
@@ -61,8 +99,9 @@ def _activation(name: str) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """A stack of strided convolutions (each followed by the activation), optional residual dilated convolutions at
-    the frame rate, and a 1x1 projection to the latent dim D."""
+    """An optional log-mel front end (`frontend`: n_fft, hop, n_mels; needs sample_rate), a stack of strided
+    convolutions (each followed by the activation), optional residual dilated convolutions at the frame rate, and a
+    1x1 projection to the latent dim D."""
 
     def __init__(
         self,
@@ -75,6 +114,8 @@ class Encoder(nn.Module):
         residual_dilations: Sequence[int] = (),
         residual_kernel: int = 3,
         gain_invariant: bool = False,
+        frontend: dict[str, int] | None = None,
+        sample_rate: int | None = None,
     ) -> None:
         super().__init__()
         if not (len(channels) == len(kernel_sizes) == len(strides)):
@@ -89,7 +130,12 @@ class Encoder(nn.Module):
                              f"leaky_relu and norm none or weight (got {activation}, {norm})")
         blocks: list[nn.Module] = []
         c_in = 1
-        for c_out, k, s in zip(channels, kernel_sizes, strides):
+        self.frontend = None if frontend is None else LogMel(sample_rate, **frontend)
+        if self.frontend is not None:
+            blocks.append(self.frontend)
+            c_in, channels = self.frontend.n_mels, [self.frontend.n_mels, *channels]
+            kernel_sizes, strides = [self.frontend.n_fft, *kernel_sizes], [self.frontend.hop, *strides]
+        for c_out, k, s in zip(channels[len(blocks):], kernel_sizes[len(blocks):], strides[len(blocks):]):
             blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm, not gain_invariant), _activation(activation)))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
@@ -138,9 +184,9 @@ class Encoder(nn.Module):
     def macs_per_second(self, sample_rate: int) -> float:
         """Multiply-adds per second of audio (convolutions and projection; biases and activations ignored)."""
         macs, rate, c_in = 0.0, float(sample_rate), 1
-        for c_out, k, s in zip(self.channels, self.kernel_sizes, self.strides):
+        for block, c_out, k, s in zip(self.blocks, self.channels, self.kernel_sizes, self.strides):
             rate /= s
-            macs += c_in * c_out * k * rate
+            macs += (block.macs_per_frame if block is self.frontend else c_in * c_out * k) * rate
             c_in = c_out
         residual = sum(c_in * c_in * (b.conv.kernel_size[0] + 1) for b in self.residual) * rate
         return macs + residual + c_in * self.latent_dim * rate

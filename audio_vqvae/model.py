@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 from .audio import SILENT_PEAK, mu_law_decode, mu_law_encode, prepare_waveform, scale
@@ -55,6 +56,15 @@ def add_noise(wav: torch.Tensor, snr_db: Sequence[float]) -> torch.Tensor:
     snr = lo + (hi - lo) * torch.rand(wav.shape[0], 1, 1, device=wav.device)
     power = wav.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
     return wav + torch.randn_like(wav) * (power / 10 ** (snr / 10)).sqrt()
+
+
+def change_speed(wav: torch.Tensor, bounds: Sequence[float]) -> torch.Tensor:
+    """wav [B, 1, T] resampled by a factor r drawn uniformly in bounds = (lo, hi), to 1/100, for the whole batch:
+    played at the same rate it is r times slower, with pitch and formants scaled by 1/r (the vocal-tract-length and
+    rate differences between speakers). The encoder's view in training when model.speed_augment is set; its
+    latents are stretched back onto the clean signal's frames (`VQVAE.forward`)."""
+    lo, hi = bounds
+    return torchaudio.functional.resample(wav, 100, round(100 * (lo + (hi - lo) * float(torch.rand(())))))
 
 
 def sample_teacher_forced(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -106,6 +116,7 @@ class VQVAE(nn.Module):
         jitter: float,
         sample_rate: int,
         noise_augment_snr_db: Sequence[float] | None = None,
+        speed_augment: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not speakers:
@@ -118,6 +129,7 @@ class VQVAE(nn.Module):
         self.beta = beta
         self.jitter = jitter
         self.noise_augment_snr_db = tuple(noise_augment_snr_db) if noise_augment_snr_db is not None else None
+        self.speed_augment = tuple(speed_augment) if speed_augment is not None else None
         self.sample_rate = sample_rate
         self.peak_normalize: float | None = None  # the training data's data.peak_normalize; see `input_gain`
         self.start_class = int(mu_law_encode(torch.zeros(()), decoder.n_classes))
@@ -125,11 +137,11 @@ class VQVAE(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any, speakers: Sequence[str]) -> VQVAE:
         """Build from a `model` config node (OmegaConf or plain dict) and the speaker map."""
-        enc = Encoder(**cfg["encoder"])
+        enc = Encoder(**cfg["encoder"], sample_rate=cfg["sample_rate"])
         quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
         decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
         return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"],
-                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"))
+                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"), cfg.get("speed_augment"))
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> VQVAE:
@@ -189,8 +201,12 @@ class VQVAE(nn.Module):
         T = num_frames(wav.shape[-1], self.hop) * self.hop
         if T == 0:
             raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
-        noisy = self.training and self.noise_augment_snr_db is not None
-        z_e = self.encoder(add_noise(wav, self.noise_augment_snr_db) if noisy else wav)  # [B, D, T_z]
+        view = change_speed(wav, self.speed_augment) if self.training and self.speed_augment is not None else wav
+        if self.training and self.noise_augment_snr_db is not None:
+            view = add_noise(view, self.noise_augment_snr_db)
+        z_e = self.encoder(view)  # [B, D, T_z], or another length when the speed changed: stretched back below
+        if z_e.shape[-1] != T // self.hop:
+            z_e = F.interpolate(z_e, size=T // self.hop, mode="linear", align_corners=False)
         target, prev = self.decoder_inputs(wav[:, 0, :T])  # [B, T_z * hop] each
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized

@@ -1,6 +1,7 @@
 """Encoder: frame counts line up with time, batching is exact, cost is as documented."""
 import pytest
 import torch
+import torchaudio
 from omegaconf import OmegaConf
 
 from audio_vqvae.encoder import Encoder, num_frames
@@ -115,3 +116,43 @@ def test_gain_invariance_needs_a_positively_homogeneous_encoder():
         tiny(gain_invariant=True, activation="gelu")
     with pytest.raises(ValueError, match="gain_invariant"):
         tiny(gain_invariant=True, norm="batch")
+
+
+MEL = {"n_fft": 16, "hop": 8, "n_mels": 6}  # a small log-mel front end at 1 kHz: hop 8 x 2 = 16
+
+
+def with_mel(**kw) -> Encoder:
+    return tiny(frontend=MEL, sample_rate=1000, channels=[4], kernel_sizes=[4], strides=[2], **kw)
+
+
+def test_log_mel_front_end_is_torchaudio_s_mel_spectrogram_minus_each_frame_s_mean():
+    torch.manual_seed(0)
+    enc, x = with_mel(), torch.randn(1, 1, 203)
+    ref = torchaudio.transforms.MelSpectrogram(1000, n_fft=16, hop_length=8, n_mels=6, center=False, power=2.0)(
+        torch.nn.functional.pad(x, (4, 4)))[0]  # the conv's padding: (n_fft - hop) / 2 zeros on each side
+    ref = (ref + 1e-5 * ref.mean(1, keepdim=True) + torch.finfo(ref.dtype).tiny).log()
+    torch.testing.assert_close(enc.frontend(x), ref - ref.mean(1, keepdim=True), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_samples", [15, 16, 17, 203])
+def test_log_mel_encoder_keeps_the_frame_contract_and_ignores_the_input_level(n_samples):
+    torch.manual_seed(0)
+    enc, x = with_mel(residual_dilations=[1]), torch.randn(2, 1, n_samples) * 0.1
+    assert enc.hop == 16 and enc(x).shape == (2, 3, n_samples // 16)
+    for gain in (1e-3, 0.5, 10 ** (6 / 20), 30.0):
+        torch.testing.assert_close(enc(x * gain), enc(x), rtol=1e-4, atol=1e-5)
+
+
+def test_log_mel_encoder_batches_exactly_and_its_receptive_field_matches_perturbation():
+    torch.manual_seed(0)
+    enc, x = with_mel(activation="elu", residual_dilations=[1, 2]).eval(), torch.randn(2, 1, 400)
+    lengths = torch.tensor([400, 150])
+    batch = x * (torch.arange(400) < lengths[:, None, None])
+    torch.testing.assert_close(enc(batch, lengths)[1, :, : 150 // 16], enc(x[1:, :, :150])[0], rtol=0, atol=1e-5)
+    frame = 200 // enc.hop
+    touched = [t for t in range(400) if not torch.allclose(enc(x[:1] + (torch.arange(400) == t))[..., frame],
+                                                            enc(x[:1])[..., frame])]
+    assert enc.receptive_field == 16 + 3 * 8 + 2 * 3 * 16
+    assert touched[-1] - touched[0] + 1 == enc.receptive_field - 1  # the periodic Hann window's first tap is 0
+    with pytest.raises(ValueError, match="model.encoder.frontend"):
+        tiny(frontend={"n_fft": 15, "hop": 8, "n_mels": 6}, sample_rate=1000)

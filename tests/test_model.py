@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from helpers import tiny_model_config
 
 from audio_vqvae.audio import mu_law_encode
-from audio_vqvae.model import VQVAE, kl_nats, time_jitter
+from audio_vqvae.model import VQVAE, change_speed, kl_nats, time_jitter
 
 
 def tiny_config(**quantizer):
@@ -94,6 +94,23 @@ def test_jitter_only_in_training():
     model.eval()
     wav = clip()
     torch.testing.assert_close(model(wav, torch.tensor([0])).logits, model(wav, torch.tensor([0])).logits)
+
+
+def test_speed_augment_shows_the_encoder_a_resampled_view_and_stretches_its_latents_back():
+    """In training the encoder sees the clip resampled by r (here 1.25: 640 samples for 512) and its 40 frames are
+    interpolated onto the clean clip's 32; in eval mode (and without the option) it sees the clip itself."""
+    model, seen = make(), []
+    model.speed_augment = (1.25, 1.25)
+    encoder_forward = model.encoder.forward
+    model.encoder.forward = lambda wav, lengths=None: seen.append(wav.shape[-1]) or encoder_forward(wav, lengths)
+    wav = clip(512)
+    out = model.train()(wav, torch.tensor([0]))
+    assert seen == [640] and out.codes.shape == (1, 32) and torch.isfinite(out.loss)
+    with torch.no_grad():
+        z = F.interpolate(encoder_forward(change_speed(wav, (1.25, 1.25))), size=32, mode="linear", align_corners=False)
+    assert torch.equal(out.codes, model.quantizer.nearest(z))
+    model.eval()(wav, torch.tensor([0]))
+    assert seen[-1] == 512
 
 
 def test_overfits_one_clip():
