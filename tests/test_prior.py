@@ -91,7 +91,8 @@ def test_learned_prior_elbo_by_hand():
 
 
 def test_sampling_one_position_at_a_time_gives_the_forward_pass_logits():
-    """The incremental step (each layer's earlier inputs cached) equals the causal forward, also after a prompt."""
+    """The incremental step (each layer's earlier inputs cached), which reads a prompt and feeds each sampled unit
+    back, gives the causal forward's logits at every position; sampling runs in eval mode and restores the mode."""
     torch.manual_seed(0)
     prior, spk = UnitPrior(K, ["a", "b"], **(TINY | {"dropout": 0.3})), torch.tensor([1, 0])
     units = torch.randint(0, K, (2, 9))
@@ -178,7 +179,7 @@ def test_units_file_and_corpus_are_one_or_the_other(tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_prior_training_runs_in_the_autocast_dtype(tmp_path, precision, monkeypatch):
-    """Autocast lowers the Transformer's linear layers; the loss is float32; fp16 keeps a GradScaler to resume."""
+    """Autocast lowers the Transformer's linear layers; training ends finite; fp16 keeps a GradScaler to resume."""
     seen, linear = set(), torch.nn.Linear.forward
 
     def recording(self, x):
