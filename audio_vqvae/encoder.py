@@ -130,11 +130,11 @@ class Encoder(nn.Module):
                              f"leaky_relu and norm none or weight (got {activation}, {norm})")
         blocks: list[nn.Module] = []
         c_in = 1
-        self.frontend = None if frontend is None else LogMel(sample_rate, **frontend)
-        if self.frontend is not None:
-            blocks.append(self.frontend)
-            c_in, channels = self.frontend.n_mels, [self.frontend.n_mels, *channels]
-            kernel_sizes, strides = [self.frontend.n_fft, *kernel_sizes], [self.frontend.hop, *strides]
+        if frontend is not None:
+            mel = LogMel(sample_rate, **frontend)
+            blocks.append(mel)
+            c_in, channels = mel.n_mels, [mel.n_mels, *channels]
+            kernel_sizes, strides = [mel.n_fft, *kernel_sizes], [mel.hop, *strides]
         for c_out, k, s in zip(channels[len(blocks):], kernel_sizes[len(blocks):], strides[len(blocks):]):
             blocks.append(nn.Sequential(_conv(c_in, c_out, k, s, norm, not gain_invariant), _activation(activation)))
             c_in = c_out
@@ -171,6 +171,11 @@ class Encoder(nn.Module):
             if lengths is not None:
                 x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
         return self.proj(frame_rms_norm(x) if self.gain_invariant else x)
+
+    @property
+    def frontend(self) -> LogMel | None:
+        """The log-mel front end (the first block), if any."""
+        return self.blocks[0] if isinstance(self.blocks[0], LogMel) else None
 
     @property
     def receptive_field(self) -> int:
