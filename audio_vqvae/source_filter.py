@@ -1,0 +1,194 @@
+"""The one-pass speech decoder of a neural source-filter model (Wang et al. 2019): a sine-harmonic + noise
+excitation built from F0 (`f0.excitation`) passes through non-causal dilated gated convolutions (the WaveNet's layer
+design, not autoregressive) conditioned on the units, the speaker-normalised log-F0 and a speaker embedding, and
+comes out as a waveform. It is trained with a multi-resolution STFT loss, not a likelihood; the F0 predictor gives
+it a contour when there is no source audio (units files, prior samples).
+
+Rates: units at unit_hop samples per frame (T_z), F0 frames at f0_hop (T_f), samples (T = T_f * f0_hop). The
+conditioning is computed at the F0 frame rate and broadcast over each frame's samples.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import auraloss
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .f0 import units_to_f0_frames
+from .layers import Residual
+
+STFT_RESOLUTIONS: dict[str, list[int]] = {
+    "fft_sizes": [512, 128, 2048],
+    "hop_sizes": [80, 40, 640],
+    "win_lengths": [320, 80, 1920],
+}
+"""The three STFT resolutions of hn-NSF at 16 kHz (Wang et al. 2019, sec. 3: frame lengths 320/80/1920 samples,
+shifts 80/40/640, FFT 512/128/2048): 20 ms, 5 ms (fine timing of pulses) and 120 ms (harmonic resolution) frames."""
+
+
+def _valid(lengths: Tensor | None, rows: int, size: int, device: torch.device) -> Tensor | None:
+    """[B] valid counts -> [B, 1, size] float mask (None when lengths is None)."""
+    if lengths is None:
+        return None
+    return (torch.arange(size, device=device)[None] < lengths.to(device)[:, None]).to(torch.float32)[:, None]
+
+
+def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
+    """x zeroed past each item's end, as an item alone sees the convolutions' zero padding there."""
+    return x if mask is None else x * mask
+
+
+class SourceFilterDecoder(nn.Module):
+    """(units z_q [B, D, T_z], normalised log-F0 and voicing [B, T_f], excitation [B, H+1, T_f*f0_hop], speaker
+    embedding [B, G]) -> waveform [B, 1, T_f*f0_hop], in one pass.
+
+    Defaults: 16 gated blocks of 64 channels, dilations 1..128 twice (receptive field 1,021 samples, 64 ms at
+    16 kHz), about 0.6 M parameters (most in the per-layer conditioning projections, which run at the frame rate).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        speaker_dim: int,
+        unit_hop: int,
+        f0_hop: int,
+        n_harmonics: int = 8,
+        channels: int = 64,
+        skip_channels: int = 64,
+        kernel_size: int = 3,
+        layers_per_cycle: int = 8,
+        cycles: int = 2,
+        cond_channels: int = 64,
+        cond_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"source_filter.kernel_size must be odd (centred context), got {kernel_size}")
+        self.unit_hop, self.f0_hop, self.channels, self.skip = unit_hop, f0_hop, channels, skip_channels
+        self.n_excitation = n_harmonics + 1
+        self.dilations = [2**i for i in range(layers_per_cycle)] * cycles
+        n, r, s = len(self.dilations), channels, skip_channels
+        self.cond_in = nn.Conv1d(latent_dim + 2, cond_channels, 3, padding=1)
+        self.cond_stack = nn.ModuleList(Residual(cond_channels, 3, 2**i, "relu") for i in range(cond_layers))
+        self.cond_proj = nn.Conv1d(cond_channels, n * 2 * r, 1)  # every layer's gate conditioning (+ its bias)
+        self.speaker_proj = nn.Linear(speaker_dim, n * 2 * r, bias=False)
+        self.source = nn.Conv1d(self.n_excitation, r, 1)
+        self.dilated = nn.ModuleList(
+            nn.Conv1d(r, 2 * r, kernel_size, dilation=d, padding=d * (kernel_size - 1) // 2, bias=False)
+            for d in self.dilations
+        )
+        self.out = nn.ModuleList(nn.Conv1d(r, r + s, 1) for _ in self.dilations)  # residual | skip
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(s, s, 1), nn.ReLU(), nn.Conv1d(s, 1, 1))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SourceFilterDecoder:
+        """Build from a config mapping whose keys are the constructor's arguments."""
+        return cls(**dict(cfg))
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples each output sample sees of the excitation (centred)."""
+        return (self.dilated[0].kernel_size[0] - 1) * sum(self.dilations) + 1
+
+    def conditioning(self, z_q: Tensor, f0_norm: Tensor, voiced: Tensor, g: Tensor, lengths: Tensor | None = None
+                     ) -> Tensor:
+        """Every layer's gate conditioning at the F0 frame rate: [B, L, 2C, T_f] (units + normalised log-F0 +
+        voicing through a few non-causal convs, plus the speaker's projection)."""
+        n_f0 = f0_norm.shape[-1]
+        n_units = None if lengths is None else (lengths // self.unit_hop).clamp_min(1)
+        frames = torch.cat([units_to_f0_frames(z_q, n_f0, self.f0_hop, self.unit_hop, n_units),
+                            f0_norm[:, None], voiced[:, None].to(f0_norm.dtype)], dim=1)  # [B, D+2, T_f]
+        mask = _valid(None if lengths is None else lengths // self.f0_hop, z_q.shape[0], n_f0, z_q.device)
+        x = _masked(self.cond_in(_masked(frames, mask)), mask)
+        for block in self.cond_stack:
+            x = _masked(block(x), mask)
+        c = self.cond_proj(x) + self.speaker_proj(g)[:, :, None]  # [B, L*2C, T_f]
+        return c.unflatten(1, (len(self.dilations), 2 * self.channels))
+
+    def forward(self, z_q: Tensor, f0_norm: Tensor, voiced: Tensor, e: Tensor, g: Tensor,
+                lengths: Tensor | None = None) -> Tensor:
+        """z_q [B, D, T_z], f0_norm and voiced [B, T_f], excitation e [B, H+1, T_f * f0_hop], speaker embedding
+        g [B, G] -> waveform [B, 1, T_f * f0_hop]. lengths [B]: each item's valid samples in a padded batch (None:
+        all), so lengths // unit_hop units and lengths // f0_hop F0 frames (the encoder's whole frames); every item
+        then decodes exactly as it would alone, and its output is 0 past its end."""
+        n_f0, hop = f0_norm.shape[-1], self.f0_hop
+        if voiced.shape != f0_norm.shape or e.shape != (f0_norm.shape[0], self.n_excitation, n_f0 * hop):
+            raise ValueError(f"source-filter decoder: need f0_norm, voiced [B, T_f] and e [B, {self.n_excitation}, "
+                             f"T_f*{hop}]; got {tuple(f0_norm.shape)}, {tuple(voiced.shape)}, {tuple(e.shape)}")
+        cond = self.conditioning(z_q, f0_norm, voiced, g, lengths)  # [B, L, 2C, T_f]
+        mask = _valid(lengths, e.shape[0], e.shape[-1], e.device)
+        x = _masked(self.source(e), mask)  # [B, C, T]
+        skip = 0.0
+        for i, (conv, out) in enumerate(zip(self.dilated, self.out)):
+            p = (conv(x).unflatten(2, (n_f0, hop)) + cond[:, i, :, :, None]).flatten(2)  # [B, 2C, T]
+            p_tanh, p_sigmoid = p.chunk(2, 1)
+            res, y_skip = out(torch.tanh(p_tanh) * torch.sigmoid(p_sigmoid)).split([self.channels, self.skip], 1)
+            x = _masked(x + res, mask)
+            skip = skip + y_skip
+        return _masked(self.head(skip), mask)
+
+
+@functools.cache
+def _mrstft() -> auraloss.freq.MultiResolutionSTFTLoss:
+    return auraloss.freq.MultiResolutionSTFTLoss(**STFT_RESOLUTIONS, output="full")
+
+
+def stft_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Multi-resolution STFT loss (auraloss: spectral convergence + log-magnitude L1, averaged over the
+    STFT_RESOLUTIONS) of waveforms [B, 1, T] -> (total, its components for logging)."""
+    total, sc, log_mag, _, _ = _mrstft()(pred, target)
+    return total, {"stft": total.item(), "spectral_convergence": torch.stack(sc).mean().item(),
+                   "log_magnitude": torch.stack(log_mag).mean().item()}
+
+
+class F0Predictor(nn.Module):
+    """(units z_q [B, D, T_z], speaker embedding [B, G]) -> (voicing logit, normalised log-F0), each [B, T_f]: a
+    contour for decoding without source audio. Non-causal convs at the unit rate (the speaker added after the
+    first), then the units brought to the F0 frame rate and smoothed by one conv there (so a unit's F0 frames
+    need not be equal)."""
+
+    def __init__(self, latent_dim: int, speaker_dim: int, unit_hop: int, f0_hop: int, channels: int = 64,
+                 layers: int = 3) -> None:
+        super().__init__()
+        self.unit_hop, self.f0_hop = unit_hop, f0_hop
+        self.inp = nn.Conv1d(latent_dim, channels, 3, padding=1)
+        self.speaker_proj = nn.Linear(speaker_dim, channels, bias=False)
+        self.stack = nn.ModuleList(Residual(channels, 3, 2**i, "relu") for i in range(layers))
+        self.smooth = nn.Conv1d(channels, channels, 5, padding=2)
+        self.head = nn.Conv1d(channels, 2, 1)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> F0Predictor:
+        """Build from a config mapping whose keys are the constructor's arguments."""
+        return cls(**dict(cfg))
+
+    def forward(self, z_q: Tensor, g: Tensor, n_f0_frames: int, lengths: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """z_q [B, D, T_z], g [B, G] -> (voicing logits [B, n_f0_frames], normalised log-F0 [B, n_f0_frames]).
+        lengths [B]: valid samples per item of a padded batch (each item then predicts as it would alone)."""
+        n_units = None if lengths is None else (lengths // self.unit_hop).clamp_min(1)
+        unit_mask = _valid(n_units, z_q.shape[0], z_q.shape[-1], z_q.device)
+        x = _masked(F.relu(self.inp(_masked(z_q, unit_mask)) + self.speaker_proj(g)[:, :, None]), unit_mask)
+        for block in self.stack:
+            x = _masked(block(x), unit_mask)
+        frame_mask = _valid(None if lengths is None else lengths // self.f0_hop, z_q.shape[0], n_f0_frames,
+                            z_q.device)
+        x = _masked(units_to_f0_frames(x, n_f0_frames, self.f0_hop, self.unit_hop, n_units), frame_mask)
+        logit, f0_norm = self.head(F.relu(self.smooth(x))).unbind(1)
+        return logit, f0_norm
+
+
+def f0_predictor_loss(logit: Tensor, f0_norm_pred: Tensor, voiced: Tensor, f0_norm: Tensor,
+                      valid: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """BCE of the voicing logits [B, T_f] plus the L1 error of the normalised log-F0 over the voiced frames;
+    valid [B, T_f] bool: frames inside each item (None: all) -> (total, components for logging)."""
+    valid = torch.ones_like(voiced, dtype=torch.bool) if valid is None else valid.bool()
+    bce = F.binary_cross_entropy_with_logits(logit[valid], voiced[valid].to(logit.dtype))
+    on = valid & voiced.bool()
+    l1 = (f0_norm_pred[on] - f0_norm[on]).abs().mean() if on.any() else logit.new_zeros(())
+    total = bce + l1
+    return total, {"f0_total": total.item(), "voicing_bce": bce.item(), "log_f0_l1": l1.item()}

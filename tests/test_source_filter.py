@@ -1,0 +1,143 @@
+"""The source-filter decoder (batched == alone, a trained toy follows F0), its STFT loss and the F0 predictor."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from audio_vqvae.f0 import excitation, track, units_to_f0_frames
+from audio_vqvae.source_filter import F0Predictor, SourceFilterDecoder, f0_predictor_loss, stft_loss
+
+SR, UNIT_HOP, F0_HOP = 16000, 320, 80
+TINY = {"latent_dim": 4, "speaker_dim": 2, "unit_hop": UNIT_HOP, "f0_hop": F0_HOP, "channels": 8, "skip_channels": 8,
+        "layers_per_cycle": 4, "cycles": 1, "cond_channels": 8, "cond_layers": 1}
+
+
+def test_default_size_and_config() -> None:
+    net = SourceFilterDecoder.from_config({"latent_dim": 64, "speaker_dim": 32, "unit_hop": 320, "f0_hop": 80})
+    assert 0.5e6 < sum(p.numel() for p in net.parameters()) < 1e6
+    assert net.receptive_field == 1021
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        SourceFilterDecoder(4, 2, UNIT_HOP, F0_HOP, kernel_size=2)
+
+
+def inputs(n_f0: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """One item: z_q [1, 4, T_z], f0_norm, voiced [1, n_f0], excitation [1, 9, n_f0 * 80], speaker [1, 2]."""
+    gen = torch.Generator().manual_seed(seed)
+    f0 = 100 + 100 * torch.rand(1, n_f0, generator=gen)
+    voiced = torch.rand(1, n_f0, generator=gen) > 0.3
+    z = torch.randn(1, 4, n_f0 * F0_HOP // UNIT_HOP, generator=gen)  # the encoder: whole units only
+    e = excitation(f0, voiced, SR, F0_HOP, generator=gen)
+    return z, torch.randn(1, n_f0, generator=gen) * voiced, voiced, e, torch.randn(1, 2, generator=gen)
+
+
+def pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
+
+
+def test_batched_equals_alone() -> None:
+    torch.manual_seed(0)
+    net = SourceFilterDecoder.from_config({**TINY, "cond_layers": 2}).eval()
+    items = [inputs(n, seed) for seed, n in enumerate([30, 17, 24])]  # 17 F0 frames: not a whole number of units
+    lengths = torch.tensor([i[3].shape[-1] for i in items])
+    padded = [torch.cat([pad_to(i[k], max(j[k].shape[-1] for j in items)) for i in items]) for k in range(4)]
+    with torch.no_grad():
+        batched = net(*padded, torch.cat([i[4] for i in items]), lengths)
+        for b, item in enumerate(items):
+            alone = net(*item)
+            assert torch.allclose(batched[b, :, : lengths[b]], alone[0], atol=1e-5)
+            assert not batched[b, :, lengths[b] :].any()
+
+
+def test_shape_errors() -> None:
+    net = SourceFilterDecoder.from_config(TINY)
+    z, f0_norm, voiced, e, g = inputs(8, 0)
+    with pytest.raises(ValueError, match="T_f\\*80"):
+        net(z, f0_norm, voiced, e[..., :-1], g)
+
+
+def test_stft_loss_is_zero_for_equal_signals_and_logs_components() -> None:
+    x = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(0))
+    same, parts = stft_loss(x, x)
+    assert same.item() == pytest.approx(0, abs=1e-6)
+    worse, parts = stft_loss(0.5 * x, x)
+    assert worse.item() > 0.1 and set(parts) == {"stft", "spectral_convergence", "log_magnitude"}
+
+
+def harmonic_batch(f0s: list[float], gen: torch.Generator, n_f0: int = 50) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Decoder inputs for constant F0s (all voiced, no unit information) and targets: three harmonics with a fixed
+    amplitude pattern (a "voice") at a random phase, [B, 1, n_f0 * 80]."""
+    b = len(f0s)
+    f0 = torch.tensor(f0s)[:, None].expand(b, n_f0)
+    voiced = torch.ones(b, n_f0, dtype=torch.bool)
+    e = excitation(f0, voiced, SR, F0_HOP, generator=gen)
+    phase = 2 * math.pi * f0[:, :1] * torch.arange(n_f0 * F0_HOP) / SR + 6.3 * torch.rand(b, 1, generator=gen)
+    target = 0.3 * (torch.sin(phase) + 0.5 * torch.sin(2 * phase + 1) + 0.25 * torch.sin(3 * phase + 2))
+    z = torch.zeros(b, 4, n_f0 * F0_HOP // UNIT_HOP)
+    return (z, torch.zeros(b, n_f0), voiced, e, torch.zeros(b, 2)), target[:, None]
+
+
+def test_trained_toy_decoder_follows_the_commanded_f0() -> None:
+    torch.manual_seed(0)
+    net = SourceFilterDecoder.from_config(TINY)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(120):
+        x, y = harmonic_batch((100 + 200 * torch.rand(4, generator=gen)).tolist(), gen)
+        loss, _ = stft_loss(net(*x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    with torch.no_grad():
+        for f in (120.0, 220.0):
+            x, _ = harmonic_batch([f], gen)
+            f0, voiced = track(net(*x)[0, 0].numpy(), SR)
+            assert voiced[10:-10].all()
+            assert np.median(f0[voiced]) == pytest.approx(f, rel=0.03)
+
+
+def code_task(gen: torch.Generator, b: int, n_units: int) -> tuple[torch.Tensor, ...]:
+    """Codes that determine F0: code 0 unvoiced, codes 1-3 voiced at normalised log-F0 -1, 0, 1.
+    -> z_q [b, 4, n_units] (one-hot), voiced and f0_norm [b, 4 * n_units]."""
+    codes = torch.randint(0, 4, (b, n_units), generator=gen)
+    z = torch.nn.functional.one_hot(codes, 4).transpose(1, 2).float()
+    per_unit = units_to_f0_frames(codes[:, None].float(), 4 * n_units, F0_HOP, UNIT_HOP)[:, 0]
+    return z, per_unit > 0, torch.where(per_unit > 0, per_unit - 2, 0.0)
+
+
+def test_f0_predictor_learns_codes_that_determine_f0() -> None:
+    torch.manual_seed(0)
+    net = F0Predictor(4, 2, UNIT_HOP, F0_HOP, channels=16, layers=2)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    gen = torch.Generator().manual_seed(0)
+    g = torch.zeros(8, 2)
+    for _ in range(150):
+        z, voiced, f0_norm = code_task(gen, 8, 12)
+        loss, parts = f0_predictor_loss(*net(z, g, voiced.shape[-1]), voiced, f0_norm)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    z, voiced, f0_norm = code_task(gen, 8, 12)
+    with torch.no_grad():
+        logit, pred = net(z, g, voiced.shape[-1])
+    assert ((logit > 0) == voiced).float().mean() > 0.95
+    assert (pred - f0_norm)[voiced].abs().median() < 0.1
+    assert set(parts) == {"f0_total", "voicing_bce", "log_f0_l1"}
+
+
+def test_f0_predictor_batched_equals_alone() -> None:
+    torch.manual_seed(0)
+    net = F0Predictor(4, 2, UNIT_HOP, F0_HOP, channels=8, layers=2).eval()
+    gen = torch.Generator().manual_seed(1)
+    long, short = torch.randn(1, 4, 10, generator=gen), torch.randn(1, 4, 6, generator=gen)
+    g = torch.randn(2, 2, generator=gen)
+    with torch.no_grad():
+        logit, f0_norm = net(torch.cat([long, pad_to(short, 10)]), g, 40, torch.tensor([3200, 1920]))
+        logit_alone, f0_alone = net(short, g[1:], 24)
+    assert torch.allclose(logit[1, :24], logit_alone[0], atol=1e-5)
+    assert torch.allclose(f0_norm[1, :24], f0_alone[0], atol=1e-5)
