@@ -10,6 +10,7 @@ conditioning is computed at the F0 frame rate and broadcast over each frame's sa
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .f0 import units_to_f0_frames
+from .f0 import excitation, units_to_f0_frames
 from .layers import Residual
 
 STFT_RESOLUTIONS: dict[str, list[int]] = {
@@ -56,6 +57,7 @@ class SourceFilterDecoder(nn.Module):
         speaker_dim: int,
         unit_hop: int,
         f0_hop: int,
+        sample_rate: int,
         n_harmonics: int = 8,
         channels: int = 64,
         skip_channels: int = 64,
@@ -69,7 +71,7 @@ class SourceFilterDecoder(nn.Module):
         if kernel_size % 2 == 0:
             raise ValueError(f"source_filter.kernel_size must be odd (centred context), got {kernel_size}")
         self.unit_hop, self.f0_hop, self.channels, self.skip = unit_hop, f0_hop, channels, skip_channels
-        self.n_excitation = n_harmonics + 1
+        self.sample_rate, self.n_harmonics, self.n_excitation = sample_rate, n_harmonics, n_harmonics + 1
         self.dilations = [2**i for i in range(layers_per_cycle)] * cycles
         n, r, s = len(self.dilations), channels, skip_channels
         self.cond_in = nn.Conv1d(latent_dim + 2, cond_channels, 3, padding=1)
@@ -130,6 +132,124 @@ class SourceFilterDecoder(nn.Module):
             x = _masked(x + res, mask)
             skip = skip + y_skip
         return _masked(self.head(skip), mask)
+
+    def synthesise(self, z_q: Tensor, f0_hz: Tensor, voiced: Tensor, f0_norm: Tensor, g: Tensor,
+                   lengths: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """The decoder interface `SpeechDecoder` calls: F0 in Hz and voicing [B, T_f] -> the excitation
+        (`f0.excitation`) -> `forward`'s waveform [B, 1, T_f * f0_hop]."""
+        e = excitation(f0_hz, voiced, self.sample_rate, self.f0_hop, self.n_harmonics, generator)
+        return self(z_q, f0_norm, voiced, e, g, lengths)
+
+
+def exp_sigmoid(x: Tensor) -> Tensor:
+    """2 sigmoid(x)^ln 10 + 1e-7: DDSP's positive amplitude non-linearity (Engel et al. 2020), 0 .. 2 with a
+    gradient that does not vanish for small amplitudes the way exp's would explode for large ones."""
+    return 2 * torch.sigmoid(x) ** math.log(10) + 1e-7
+
+
+def upsample_frames(x: Tensor, hop: int, n_frames: Tensor | None = None) -> Tensor:
+    """Frames [B, C, T_f] (frame i measured at sample (i + 0.5) hop) -> samples [B, C, T_f * hop], linear between
+    frame centres and held at the ends. n_frames [B]: each item's valid frames in a padded batch; an item's last
+    valid frame is held past it, so every item upsamples as it would alone."""
+    B, _, n = x.shape
+    pos = (torch.arange(n * hop, device=x.device, dtype=x.dtype) + 0.5) / hop - 0.5  # [T] in frames
+    last = torch.full((B,), n - 1, device=x.device) if n_frames is None else (n_frames.to(x.device) - 1).clamp_min(0)
+    lo = pos.floor().long().clamp_min(0)[None].expand(B, -1)  # [B, T]
+    lo = torch.minimum(lo, last[:, None])
+    hi = torch.minimum(lo + 1, last[:, None])
+    w = (pos[None] - lo).clamp(0, 1)[:, None]  # [B, 1, T]
+
+    def take(idx: Tensor) -> Tensor:
+        return x.gather(2, idx[:, None].expand(-1, x.shape[1], -1))
+
+    return take(lo) * (1 - w) + take(hi) * w
+
+
+def filtered_noise(noise: Tensor, magnitudes: Tensor, hop: int) -> Tensor:
+    """White noise [B, T_f * hop] shaped frame by frame by a zero-phase FIR whose magnitude response is
+    magnitudes [B, N, T_f] (N bands from 0 to Nyquist; DDSP's frequency-sampling filter): each hop-long frame is
+    convolved with its Hann-windowed impulse response (2 (N - 1) taps) and the frames are overlap-added. An output
+    sample depends only on noise within N - 1 samples of it, so zero noise past an item's end keeps it exact."""
+    _, N, n = magnitudes.shape
+    taps = 2 * (N - 1)
+    ir = torch.fft.irfft(magnitudes.transpose(1, 2).to(torch.complex64), n=taps)  # [B, T_f, taps], zero phase
+    ir = torch.roll(ir, taps // 2, -1) * torch.hann_window(taps, device=ir.device)  # centred (linear phase)
+    size = hop + taps - 1
+    frames = noise.unflatten(-1, (n, hop))  # [B, T_f, hop]
+    y = torch.fft.irfft(torch.fft.rfft(frames, size) * torch.fft.rfft(ir, size), size)  # [B, T_f, size]
+    out = F.fold(y.transpose(1, 2), output_size=(1, n * hop + taps - 1), kernel_size=(1, size), stride=(1, hop))
+    return out[:, 0, 0, taps // 2: taps // 2 + n * hop]  # undo the centring delay
+
+
+class HarmonicNoiseDecoder(nn.Module):
+    """DDSP harmonic-plus-noise source-filter decoder (Engel et al. 2020): gated non-causal dilated convs at the F0
+    frame rate turn (units, normalised log-F0, voicing, speaker) into a loudness, a distribution over harmonics
+    of F0 and a noise spectrum; an additive synthesiser at the given F0 and filtered white noise make the waveform.
+
+    Why beside `SourceFilterDecoder`: the network runs at the frame rate (200 Hz), not the sample rate, so it costs
+    about 1/80 as much per second of audio; periodicity and pitch come from the oscillators exactly.
+    """
+
+    def __init__(self, latent_dim: int, speaker_dim: int, unit_hop: int, f0_hop: int, sample_rate: int,
+                 n_harmonics: int = 80, noise_bands: int = 65, channels: int = 128, kernel_size: int = 3,
+                 layers_per_cycle: int = 4, cycles: int = 2) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"harmonic_noise.kernel_size must be odd (centred context), got {kernel_size}")
+        self.unit_hop, self.f0_hop, self.sample_rate = unit_hop, f0_hop, sample_rate
+        self.n_harmonics, self.noise_bands = n_harmonics, noise_bands
+        self.inp = nn.Conv1d(latent_dim + 2, channels, kernel_size, padding=kernel_size // 2)
+        self.speaker_proj = nn.Linear(speaker_dim, channels, bias=False)
+        self.dilations = [2**i for i in range(layers_per_cycle)] * cycles
+        self.blocks = nn.ModuleList(nn.Conv1d(channels, 2 * channels, kernel_size, dilation=d,
+                                              padding=d * (kernel_size - 1) // 2) for d in self.dilations)
+        self.mix = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in self.dilations)
+        self.head = nn.Conv1d(channels, 1 + n_harmonics + noise_bands, 1)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> HarmonicNoiseDecoder:
+        """Build from a config mapping whose keys are the constructor's arguments."""
+        return cls(**dict(cfg))
+
+    def controls(self, z_q: Tensor, f0_norm: Tensor, voiced: Tensor, g: Tensor, lengths: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per F0 frame: (loudness logits [B, T_f], harmonic logits [B, H, T_f], noise band logits [B, N, T_f])."""
+        n_f0 = f0_norm.shape[-1]
+        n_units = None if lengths is None else (lengths // self.unit_hop).clamp_min(1)
+        mask = _valid(None if lengths is None else lengths // self.f0_hop, z_q.shape[0], n_f0, z_q.device)
+        frames = torch.cat([units_to_f0_frames(z_q, n_f0, self.f0_hop, self.unit_hop, n_units),
+                            f0_norm[:, None], voiced[:, None].to(f0_norm.dtype)], dim=1)  # [B, D+2, T_f]
+        h = _masked(self.inp(_masked(frames, mask)) + self.speaker_proj(g)[:, :, None], mask)
+        for conv, mix in zip(self.blocks, self.mix):
+            a, b = conv(F.leaky_relu(h, 0.1)).chunk(2, 1)
+            h = _masked(h + mix(torch.tanh(a) * torch.sigmoid(b)), mask)
+        out = self.head(h)
+        return out[:, 0], out[:, 1: 1 + self.n_harmonics], out[:, 1 + self.n_harmonics:]
+
+    def synthesise(self, z_q: Tensor, f0_hz: Tensor, voiced: Tensor, f0_norm: Tensor, g: Tensor,
+                   lengths: Tensor | None = None, generator: torch.Generator | None = None,
+                   noise: Tensor | None = None) -> Tensor:
+        """z_q [B, D, T_z], F0 in Hz, voicing and normalised log-F0 [B, T_f], speaker embedding g [B, G] -> waveform
+        [B, 1, T_f * f0_hop]. lengths [B]: valid samples per item of a padded batch (each item then decodes as it
+        would alone; 0 past its end). noise [B, T]: the white noise source (default: drawn with `generator`)."""
+        B, n_f0 = f0_hz.shape
+        hop, T = self.f0_hop, n_f0 * self.f0_hop
+        loudness, harmonic, noise_bands = self.controls(z_q, f0_norm, voiced, g, lengths)
+        n_frames = None if lengths is None else lengths // hop
+        k = torch.arange(1, self.n_harmonics + 1, device=f0_hz.device, dtype=f0_hz.dtype)[None, :, None]
+        v = voiced.to(f0_hz.dtype)
+        harmonic = harmonic.masked_fill(k * f0_hz[:, None] >= self.sample_rate / 2, -1e4)  # nothing above Nyquist
+        amplitudes = torch.softmax(harmonic, 1) * (exp_sigmoid(loudness) * v)[:, None]  # [B, H, T_f]
+        amplitudes, f0_t = upsample_frames(torch.cat([amplitudes, f0_hz[:, None]], 1), hop, n_frames).split(
+            [self.n_harmonics, 1], 1)
+        cycles = torch.cumsum(f0_t[:, 0].double() / self.sample_rate, -1)
+        phase = (2 * math.pi * (cycles - cycles.floor())).to(f0_hz.dtype)  # [B, T], kept small: exact over hours
+        harmonics = (amplitudes * torch.sin(k * phase[:, None])).sum(1)
+        mask = _valid(lengths, B, T, f0_hz.device)
+        if noise is None:
+            noise = torch.rand(B, T, generator=generator, device=f0_hz.device, dtype=f0_hz.dtype) * 2 - 1
+        noise = filtered_noise(_masked(noise[:, None], mask)[:, 0], exp_sigmoid(noise_bands - 5.0), hop)
+        return _masked((harmonics + noise)[:, None], mask)
 
 
 @functools.cache

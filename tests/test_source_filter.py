@@ -8,19 +8,28 @@ import pytest
 import torch
 
 from audio_vqvae.f0 import excitation, track, units_to_f0_frames
-from audio_vqvae.source_filter import F0Predictor, SourceFilterDecoder, f0_predictor_loss, stft_loss
+from audio_vqvae.source_filter import (
+    F0Predictor,
+    HarmonicNoiseDecoder,
+    SourceFilterDecoder,
+    f0_predictor_loss,
+    filtered_noise,
+    stft_loss,
+    upsample_frames,
+)
 
 SR, UNIT_HOP, F0_HOP = 16000, 320, 80
-TINY = {"latent_dim": 4, "speaker_dim": 2, "unit_hop": UNIT_HOP, "f0_hop": F0_HOP, "channels": 8, "skip_channels": 8,
+TINY = {"latent_dim": 4, "speaker_dim": 2, "unit_hop": UNIT_HOP, "f0_hop": F0_HOP, "sample_rate": SR, "channels": 8, "skip_channels": 8,
         "layers_per_cycle": 4, "cycles": 1, "cond_channels": 8, "cond_layers": 1}
 
 
 def test_default_size_and_config() -> None:
-    net = SourceFilterDecoder.from_config({"latent_dim": 64, "speaker_dim": 32, "unit_hop": 320, "f0_hop": 80})
+    net = SourceFilterDecoder.from_config({"latent_dim": 64, "speaker_dim": 32, "unit_hop": 320, "f0_hop": 80,
+                                           "sample_rate": SR})
     assert 0.5e6 < sum(p.numel() for p in net.parameters()) < 1e6
     assert net.receptive_field == 1021
     with pytest.raises(ValueError, match="kernel_size must be odd"):
-        SourceFilterDecoder(4, 2, UNIT_HOP, F0_HOP, kernel_size=2)
+        SourceFilterDecoder(4, 2, UNIT_HOP, F0_HOP, SR, kernel_size=2)
 
 
 def inputs(n_f0: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -141,3 +150,64 @@ def test_f0_predictor_batched_equals_alone() -> None:
         logit_alone, f0_alone = net(short, g[1:], 24)
     assert torch.allclose(logit[1, :24], logit_alone[0], atol=1e-5)
     assert torch.allclose(f0_norm[1, :24], f0_alone[0], atol=1e-5)
+
+
+HN_TINY = {"latent_dim": 4, "speaker_dim": 2, "unit_hop": UNIT_HOP, "f0_hop": F0_HOP, "sample_rate": SR,
+           "n_harmonics": 12, "noise_bands": 9, "channels": 8, "layers_per_cycle": 2, "cycles": 1}
+
+
+def test_upsample_frames_is_linear_between_centres_and_holds_each_items_last_frame() -> None:
+    x = torch.tensor([[[0.0, 4.0, 8.0]]])
+    up = upsample_frames(x, 4)[0, 0]
+    assert up[:2].tolist() == [0.0, 0.0] and up[-2:].tolist() == [8.0, 8.0]  # held before the first / after the last
+    assert up[2:10].tolist() == pytest.approx([0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+    held = upsample_frames(x, 4, torch.tensor([2]))[0, 0]
+    assert held[:8].tolist() == pytest.approx(upsample_frames(x[..., :2], 4)[0, 0].tolist())
+
+
+def test_filtered_noise_has_the_asked_magnitude_response() -> None:
+    gen = torch.Generator().manual_seed(0)
+    bands = 33
+    low_pass = (torch.arange(bands) < bands // 4).float()[None, :, None].expand(1, bands, 400)  # below Nyquist / 4
+    y = filtered_noise(torch.randn(1, 400 * F0_HOP, generator=gen), low_pass, F0_HOP)[0]
+    power = torch.fft.rfft(y).abs().pow(2)
+    cut = power.shape[0] // 4
+    assert power[: cut - cut // 4].mean() > 100 * power[cut + cut // 4:].mean()
+
+
+def hn_inputs(n_f0: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """z_q [1, 4, T_z], F0 (Hz), voicing, normalised log-F0 [1, T_f], speaker [1, 2], noise [1, T]."""
+    gen = torch.Generator().manual_seed(seed)
+    f0 = 100 + 100 * torch.rand(1, n_f0, generator=gen)
+    voiced = torch.rand(1, n_f0, generator=gen) > 0.3
+    return (torch.randn(1, 4, n_f0 * F0_HOP // UNIT_HOP, generator=gen), f0 * voiced, voiced,
+            torch.randn(1, n_f0, generator=gen) * voiced, torch.randn(1, 2, generator=gen),
+            torch.randn(1, n_f0 * F0_HOP, generator=gen))
+
+
+def test_harmonic_noise_batched_equals_alone() -> None:
+    torch.manual_seed(0)
+    net = HarmonicNoiseDecoder.from_config(HN_TINY).eval()
+    items = [hn_inputs(n, seed) for seed, n in enumerate([30, 17, 24])]
+    lengths = torch.tensor([i[5].shape[-1] for i in items])
+    cat = lambda k: torch.cat([pad_to(i[k], max(j[k].shape[-1] for j in items)) for i in items])
+    with torch.no_grad():
+        batched = net.synthesise(cat(0), cat(1), cat(2), cat(3), cat(4), lengths, noise=cat(5))
+        for b, (z, f0, voiced, f0_norm, g, noise) in enumerate(items):
+            alone = net.synthesise(z, f0, voiced, f0_norm, g, noise=noise)
+            assert torch.allclose(batched[b, :, : lengths[b]], alone[0], atol=1e-5)
+            assert not batched[b, :, lengths[b]:].any()
+
+
+def test_harmonic_noise_output_is_periodic_at_the_given_f0() -> None:
+    torch.manual_seed(0)
+    net = HarmonicNoiseDecoder.from_config(HN_TINY).eval()
+    n_f0 = 100
+    with torch.no_grad():
+        for hz in (110.0, 230.0):
+            f0 = torch.full((1, n_f0), hz)
+            wav = net.synthesise(torch.zeros(1, 4, n_f0 // 4), f0, torch.ones(1, n_f0, dtype=torch.bool),
+                                 torch.zeros(1, n_f0), torch.zeros(1, 2), noise=torch.zeros(1, n_f0 * F0_HOP))
+            f0_out, voiced = track(wav[0, 0].numpy(), SR)
+            assert voiced[5:-5].all()
+            assert np.median(f0_out[voiced]) == pytest.approx(hz, rel=0.01)
