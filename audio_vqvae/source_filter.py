@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import auraloss
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .f0 import excitation, units_to_f0_frames
+from .f0 import F0Stats, denormalise, excitation, f0_hop, normalise, track, units_to_f0_frames
 from .layers import Residual
 
 STFT_RESOLUTIONS: dict[str, list[int]] = {
@@ -312,3 +314,96 @@ def f0_predictor_loss(logit: Tensor, f0_norm_pred: Tensor, voiced: Tensor, f0_no
     l1 = (f0_norm_pred[on] - f0_norm[on]).abs().mean() if on.any() else logit.new_zeros(())
     total = bce + l1
     return total, {"f0_total": total.item(), "voicing_bce": bce.item(), "log_f0_l1": l1.item()}
+
+
+DECODERS: dict[str, type[nn.Module]] = {"harmonic_noise": HarmonicNoiseDecoder, "nsf": SourceFilterDecoder}
+"""`model.speech.decoder.kind` -> the one-pass decoder class; each has `from_config` and `synthesise`."""
+
+
+@dataclass
+class SpeechOutput:
+    """`SpeechDecoder.forward`'s result: waveform [B, 1, T]; the F0 predictor's voicing logits and normalised log-F0
+    [B, T_f]; the target normalised log-F0 [B, T_f] (from the true contour)."""
+
+    wav: Tensor
+    voicing_logit: Tensor
+    f0_norm_pred: Tensor
+    f0_norm: Tensor
+
+
+class SpeechDecoder(nn.Module):
+    """The speech path beside the VQ-VAE's WaveNet: per-speaker log-F0 statistics (a buffer, saved with the model),
+    an F0 predictor and a one-pass source-filter decoder with its own speaker table. Built from a `model.speech`
+    config node (configs/speech/); trained on the VQ-VAE's frozen units by `training.speech`."""
+
+    def __init__(self, cfg: Mapping[str, Any], latent_dim: int, unit_hop: int, sample_rate: int,
+                 speakers: Sequence[str]) -> None:
+        super().__init__()
+        self.speakers, self.sample_rate, self.unit_hop = list(speakers), sample_rate, unit_hop
+        self.frame_rate, self.f0_range = float(cfg["frame_rate"]), (float(cfg["f0_min"]), float(cfg["f0_max"]))
+        self.f0_hop = f0_hop(sample_rate, self.frame_rate)
+        if unit_hop % self.f0_hop:
+            raise ValueError(f"model.speech.frame_rate: {self.frame_rate} Hz frames ({self.f0_hop} samples) must tile "
+                             f"a unit frame ({unit_hop} samples)")
+        decoder = dict(cfg["decoder"])
+        kind = decoder.pop("kind")
+        if kind not in DECODERS:
+            raise ValueError(f"model.speech.decoder.kind: {kind!r} is not one of {', '.join(DECODERS)}")
+        self.kind, dim = kind, int(cfg["speaker_dim"])
+        self.speaker_embedding = nn.Embedding(len(self.speakers), dim)
+        self.decoder = DECODERS[kind].from_config({"latent_dim": latent_dim, "speaker_dim": dim, "unit_hop": unit_hop,
+                                                   "f0_hop": self.f0_hop, "sample_rate": sample_rate, **decoder})
+        self.f0_predictor = F0Predictor(latent_dim, dim, unit_hop, self.f0_hop, **dict(cfg["f0_predictor"]))
+        self.register_buffer("log_f0_stats", torch.zeros(len(self.speakers), 2))  # mean, std; std 0: no voiced frames
+
+    def set_stats(self, stats: Mapping[str, F0Stats | None]) -> None:
+        """Store each speaker's log-F0 mean and std (`f0.speaker_stats`); speakers without voiced frames keep 0."""
+        for i, name in enumerate(self.speakers):
+            s = stats.get(name)
+            self.log_f0_stats[i] = torch.tensor([0.0, 0.0] if s is None else [s.mean, s.std])
+
+    def speaker_stats(self, speaker: int) -> F0Stats:
+        """The stored statistics of speaker index `speaker`; ValueError naming it when it had no voiced frames."""
+        mean, std = self.log_f0_stats[speaker].tolist()
+        if std <= 0:
+            raise ValueError(f"speaker {self.speakers[speaker]!r} has no voiced training frames: no F0 statistics to "
+                             "normalise or map its contour")
+        return F0Stats(mean, std)
+
+    def _stats(self, speaker: Tensor) -> tuple[Tensor, Tensor]:
+        """speaker [B] -> (log-F0 mean [B, 1], std [B, 1]), checked (`speaker_stats`)."""
+        for s in set(speaker.tolist()):
+            self.speaker_stats(s)
+        stats = self.log_f0_stats[speaker]
+        return stats[:, :1], stats[:, 1:]
+
+    def track(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A model-rate mono waveform [T] -> (F0 Hz, voiced) [T // f0_hop] with this model's frame rate and range."""
+        return track(wav, self.sample_rate, self.frame_rate, *self.f0_range)
+
+    def normalised(self, f0_hz: Tensor, voiced: Tensor, speaker: Tensor) -> Tensor:
+        """F0 [B, T_f] in Hz -> speaker-normalised log-F0 (0 where unvoiced)."""
+        return normalise(f0_hz, voiced, *self._stats(speaker))
+
+    def predict_f0(self, z_q: Tensor, speaker: Tensor, n_f0: int, lengths: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor]:
+        """Units z_q [B, D, T_z] and speakers [B] -> (F0 Hz, voiced) [B, n_f0] from the F0 predictor, in the
+        speaker's own register (its stored statistics)."""
+        logit, f0_norm = self.f0_predictor(z_q, self.speaker_embedding(speaker), n_f0, lengths)
+        voiced = logit > 0
+        return denormalise(f0_norm, voiced, *self._stats(speaker)), voiced
+
+    def synthesise(self, z_q: Tensor, speaker: Tensor, f0_hz: Tensor, voiced: Tensor, lengths: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Tensor:
+        """Units z_q [B, D, T_z], speakers [B], F0 (Hz) and voicing [B, T_f] -> waveform [B, 1, T_f * f0_hop]."""
+        voiced = voiced.bool() & (f0_hz > 0)
+        f0_hz = torch.where(voiced, f0_hz, torch.zeros_like(f0_hz))
+        return self.decoder.synthesise(z_q, f0_hz, voiced, self.normalised(f0_hz, voiced, speaker),
+                                       self.speaker_embedding(speaker), lengths, generator)
+
+    def forward(self, z_q: Tensor, speaker: Tensor, f0_hz: Tensor, voiced: Tensor, lengths: Tensor | None = None,
+                generator: torch.Generator | None = None) -> SpeechOutput:
+        """The training pass: the decoded waveform given the true contour, and the F0 predictor's guess of it."""
+        logit, f0_norm_pred = self.f0_predictor(z_q, self.speaker_embedding(speaker), f0_hz.shape[-1], lengths)
+        return SpeechOutput(self.synthesise(z_q, speaker, f0_hz, voiced, lengths, generator), logit, f0_norm_pred,
+                            self.normalised(f0_hz, voiced.bool() & (f0_hz > 0), speaker))
