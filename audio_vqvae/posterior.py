@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import VQVAE
-from .wavenet import WaveNet
+from .wavenet.model import WaveNet
 
 
 @dataclass(frozen=True)
