@@ -27,9 +27,9 @@ from torch import nn
 from .audio import SILENT_PEAK, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
-from .wavenet.sampling import generate
 from .quantizer import VectorQuantizer
 from .wavenet.model import WaveNet
+from .wavenet.sampling import generate
 
 LN2 = math.log(2.0)
 
