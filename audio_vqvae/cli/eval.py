@@ -12,19 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..device import resolve_device, run_app
-from ..evaluate import (
-    SPLITS,
-    EvalOptions,
-    EvalSet,
-    corpus_set,
-    data_config,
-    evaluate_checkpoint,
-    file_set,
-    with_training_reference,
-)
+from ..device import resolve_device
+from ..evaluation.report import evaluate_checkpoint
+from ..evaluation.sets import SPLITS, EvalOptions, EvalSet, corpus_set, data_config, file_set, with_training_reference
 from ..model import VQVAE
-from ..prior import UnitPrior
+from ..prior.model import UnitPrior
+from .common import run_app
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
