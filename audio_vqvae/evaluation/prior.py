@@ -3,7 +3,7 @@ both priors)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,7 +11,9 @@ import torch
 from .. import metrics as M
 from ..model import VQVAE
 from ..prior.model import UnitPrior
-from .scoring import Totals
+
+if TYPE_CHECKING:
+    from .scoring import Totals  # the pass that produces them; imported for the annotation only
 
 
 @torch.inference_mode()
