@@ -1,4 +1,4 @@
-"""`audio-vqvae-eval`: score a checkpoint on held-out data (see audio_vqvae/evaluate.py for what is measured).
+"""`audio-vqvae-eval`: score a checkpoint on held-out data (see audio_vqvae/evaluation/ for what is measured).
 
     audio-vqvae-eval runs/x/checkpoints/best.pt --out eval/x                 # the checkpoint's own test/val split
     audio-vqvae-eval best.pt --data vctk data.root=/data/VCTK-Corpus-0.92 --split test --out eval/vctk
