@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from praatio import textgrid
@@ -146,3 +147,9 @@ def frame_labels(segments: Sequence[Segment], n_frames: int, frame_rate: float, 
     seg = np.searchsorted(starts, centres, side="right") - 1  # last segment starting at or before the centre
     inside = (seg >= 0) & (centres < ends[seg])
     return np.where(inside, ids[seg], -1)
+
+
+def matched_alignments(alignments: Mapping[str, list[Segment]], utterances: Mapping[str, Any]) -> dict[str, list[Segment]]:
+    """Segments per utterance id of `utterances` (id -> data.Utterance), found under the id or else its file's stem."""
+    found = {u: alignments.get(u, alignments.get(Path(utt.path).stem)) for u, utt in utterances.items()}
+    return {u: segments for u, segments in found.items() if segments is not None}

@@ -188,6 +188,27 @@ def scale(wav: torch.Tensor, gain: float) -> torch.Tensor:
     return wav if gain == 1.0 else wav * torch.tensor(gain, dtype=wav.dtype)
 
 
+def input_gain(peak: float, peak_normalize: float | None) -> float:
+    """The scale applied to audio whose peak |sample| (before downmix and resampling) is `peak`: it brings the peak
+    to the training data's `peak_normalize` (1 when that is off or the audio is silent)."""
+    return 1.0 if peak_normalize is None or peak < SILENT_PEAK else peak_normalize / peak
+
+
+def file_gain(path: str | os.PathLike, peak_normalize: float | None, peak: float | None = None) -> float:
+    """`input_gain` of a file's whole-file peak: `peak` when the corpus index knows it, else a streaming scan."""
+    if peak_normalize is None:
+        return 1.0
+    return input_gain(peak if peak is not None else scan_audio(path).peak, peak_normalize)
+
+
+def load_model_input(path: str | os.PathLike, sample_rate: int, peak_normalize: float | None,
+                     peak: float | None = None, start: int = 0, frames: int | None = None) -> torch.Tensor:
+    """A file (or its excerpt [start, start + frames) at sample_rate) -> the model's input [T]: mono, at the model
+    rate, scaled by `file_gain`. The one path from a file to model input (training, validation, evaluation, and
+    block by block `extract`); in-memory arrays take the same steps in `VQVAE.prepare`. AudioError if unusable."""
+    return scale(load_audio(path, sample_rate, start, frames), file_gain(path, peak_normalize, peak))
+
+
 def prepare_waveform(
     wav: torch.Tensor | np.ndarray, sr: int, sample_rate: int, channels_first: bool | None = None
 ) -> torch.Tensor:

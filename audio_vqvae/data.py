@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .audio import AUDIO_EXTENSIONS, AudioError, audio_info, load_audio, scan_audio
-from .io import atomic_write
+from .audio import AUDIO_EXTENSIONS, AudioError, audio_info, load_model_input, scan_audio
+from .io import atomic_write, write_skip_report
 
 log = logging.getLogger(__name__)
 
@@ -478,23 +479,7 @@ def drop_too_short(utterances: Sequence[Utterance], sample_rate: int, hop: int) 
 # ---- skip report ---------------------------------------------------------------------------------------------------
 
 
-def write_skip_report(path: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> None:
-    """Append `path<TAB>reason` lines to the run's report (TSV, no header), leaving out lines already there."""
-    path = Path(path)
-    seen = set(path.read_text(encoding="utf-8").splitlines()) if path.exists() else set()
-    lines = [f"{p}\t{' '.join(reason.split())}" for p, reason in skipped]
-    new = [line for line in dict.fromkeys(lines) if line not in seen]
-    if new or not path.exists():
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in new))
-
-
 # ---- datasets -----------------------------------------------------------------------------------------------------
-
-
-def _gain(utt: Utterance, peak_normalize: float | None) -> float:
-    """Scale that brings the whole utterance's peak to peak_normalize (1 when off)."""
-    return 1.0 if peak_normalize is None else peak_normalize / utt.peak
 
 
 def _check_peaks(utterances: Sequence[Utterance], peak_normalize: float | None) -> None:
@@ -567,7 +552,7 @@ class SegmentDataset(Dataset):
 
     def _segment(self, utt: Utterance, start: int) -> torch.Tensor:
         """[segment_length]: the excerpt at start, zero-padded at the end if the utterance is shorter."""
-        wav = load_audio(utt.path, self.sample_rate, start, self.segment_length) * _gain(utt, self.peak_normalize)
+        wav = load_model_input(utt.path, self.sample_rate, self.peak_normalize, utt.peak, start, self.segment_length)
         return torch.nn.functional.pad(wav, (0, self.segment_length - len(wav)))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -624,7 +609,7 @@ class ValidationDataset(Dataset):
             write_skip_report(report_path, bad)
 
     def _load(self, utt: Utterance) -> torch.Tensor:
-        return load_audio(utt.path, self.sample_rate, 0, self.max_length) * _gain(utt, self.peak_normalize)
+        return load_model_input(utt.path, self.sample_rate, self.peak_normalize, utt.peak, 0, self.max_length)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -640,20 +625,28 @@ def collate_segments(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tupl
     return torch.stack(wavs), torch.stack(speakers)
 
 
-def collate_utterances(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor, str]],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Validation items -> (wav [B, 1, T_max] zero-padded at the end, speaker [B], lengths [B], ids)."""
-    wavs, speakers, ids = zip(*batch)
-    lengths = torch.tensor([w.shape[-1] for w in wavs])
-    out = torch.zeros(len(wavs), 1, int(lengths.max()))
-    for i, w in enumerate(wavs):
-        out[i, :, : w.shape[-1]] = w
-    return out, torch.stack(speakers), lengths, list(ids)
-
-
 def worker_init_fn(worker_id: int) -> None:
     """Seed `random` and numpy in each DataLoader worker from torch's per-worker seed (torch seeds itself)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def evenly(items: Sequence[Any], n: int) -> list[Any]:
+    """At most n items, evenly spaced (all of them when there are n or fewer)."""
+    return list(items) if len(items) <= n else [items[i] for i in np.linspace(0, len(items) - 1, n).astype(int)]
+
+
+def load_wavs(utterances: Sequence[Utterance], sample_rate: int, max_seconds: float | None,
+              peak_normalize: float | None) -> dict[str, np.ndarray]:
+    """utt id -> the model's input [T] (`audio.load_model_input`, as training and validation read a file), cropped to
+    its first max_seconds. Pass the model's `peak_normalize` (the checkpoint's) to get its input. Unreadable files
+    are logged and left out."""
+    frames = None if max_seconds is None else int(max_seconds * sample_rate)
+    wavs = {}
+    for u in utterances:
+        try:
+            wavs[u.id] = load_model_input(u.path, sample_rate, peak_normalize, u.peak, 0, frames).numpy()
+        except AudioError as err:
+            log.warning("skipping %s: %s", u.path, err)
+    return wavs

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 
-from .audio import AudioError
-
-T = TypeVar("T")
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 MAX_TRIM = 2**31 - 1  # mallopt takes an int
 
@@ -41,14 +34,3 @@ def retain_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, MAX_TRIM))
     except (OSError, AttributeError, TypeError):
         return False
-
-
-def run_app(prog: str, body: Callable[[], T]) -> T:
-    """Run a console app's body with the process set up (allocator, INFO logging); bad input (ValueError, OSError,
-    AudioError) ends the process with one line `prog: error: ...` instead of a traceback."""
-    retain_freed_memory()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return body()
-    except (ValueError, OSError, AudioError) as err:
-        sys.exit(f"{prog}: error: {err}")

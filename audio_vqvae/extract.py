@@ -30,7 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_audio, resample_stream, scale, scan_audio
+from .audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    AudioInfo,
+    audio_info,
+    file_gain,
+    load_audio,
+    resample_stream,
+    scale,
+)
 from .batching import pad_batch
 from .checkpoint import file_sha256
 from .config import load_data_config
@@ -263,7 +272,7 @@ def encode_utterances(
             pieces = plan_pieces(n, hop, chunk, context)
             if not pieces:
                 raise AudioError(f"too short: {n} samples at {sr} Hz, less than one frame ({hop} samples)")
-            gain = 1.0 if model.peak_normalize is None else model.input_gain(utt.peak or scan_audio(utt.path).peak)
+            gain = file_gain(utt.path, model.peak_normalize, utt.peak)
             job.codes = [None] * len(pieces)
             blocks = model_rate_blocks(utt.path, info, sr, max(1, round(chunk_seconds * info.sample_rate)))
             for index, (p, wav) in enumerate(zip(pieces, read_pieces(blocks, pieces))):

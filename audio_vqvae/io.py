@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Literal
@@ -40,3 +40,14 @@ def atomic_write(path: str | os.PathLike, mode: Literal["w", "wb"] = "w") -> Ite
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_skip_report(path: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> None:
+    """Append `path<TAB>reason` lines to the run's report (TSV, no header), leaving out lines already there."""
+    path = Path(path)
+    seen = set(path.read_text(encoding="utf-8").splitlines()) if path.exists() else set()
+    lines = [f"{p}\t{' '.join(reason.split())}" for p, reason in skipped]
+    new = [line for line in dict.fromkeys(lines) if line not in seen]
+    if new or not path.exists():
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in new))

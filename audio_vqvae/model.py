@@ -24,12 +24,12 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from .audio import SILENT_PEAK, mu_law_decode, mu_law_encode, prepare_waveform, scale
+from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
-from .generation import generate
 from .quantizer import VectorQuantizer
-from .wavenet import WaveNet
+from .wavenet.model import WaveNet
+from .wavenet.sampling import generate
 
 LN2 = math.log(2.0)
 
@@ -250,9 +250,8 @@ class VQVAE(nn.Module):
         return self.speakers.index(speaker)
 
     def input_gain(self, peak: float) -> float:
-        """The scale applied to audio whose peak |sample| (before downmix and resampling) is `peak`: it brings the
-        peak to the training data's `peak_normalize`, as training did (1 when that is off or the audio is silent)."""
-        return 1.0 if self.peak_normalize is None or peak < SILENT_PEAK else self.peak_normalize / peak
+        """`audio.input_gain` with this model's `peak_normalize` (the training data's)."""
+        return input_gain(peak, self.peak_normalize)
 
     def prepare(self, wav: torch.Tensor | np.ndarray, sr: int, channels_first: bool | None = None) -> torch.Tensor:
         """In-memory audio ([T], [C, T] or [T, C], see `audio.to_mono`) at rate sr -> the model's input [T]: mono, at
@@ -287,11 +286,21 @@ class VQVAE(nn.Module):
         each gives alone.
         """
         single = isinstance(wav, (torch.Tensor, np.ndarray))
-        mono = [self.prepare(w, sr, channels_first) for w in ([wav] if single else list(wav))]
-        batch, lengths = pad_batch(mono)
-        codes = self.encode_batch(batch[:, None], lengths)  # [B, T_z]
-        out = [c[: num_frames(int(n), self.hop)].cpu() for c, n in zip(codes, lengths)]
+        out = self.encode_prepared([self.prepare(w, sr, channels_first) for w in ([wav] if single else list(wav))])
         return out[0] if single else out
+
+    @torch.inference_mode()
+    def encode_prepared(self, wavs: Sequence[torch.Tensor], batch_size: int | None = None) -> list[torch.Tensor]:
+        """Model inputs [T_i] (already prepared: `prepare`, `audio.load_model_input`, or a perturbation or decoding
+        of them) -> codes [T_i // hop] each (CPU), zero-padded `batch_size` at a time (None: all at once) through
+        `encode_batch`: the batched encode loop of `encode`, evaluation, generation and the training curves."""
+        step = batch_size or max(1, len(wavs))
+        out = []
+        for i in range(0, len(wavs), step):
+            batch, lengths = pad_batch(list(wavs[i : i + step]))
+            codes = self.encode_batch(batch[:, None], lengths)  # [B, T_z]
+            out += [c[: num_frames(int(n), self.hop)].cpu() for c, n in zip(codes, lengths)]
+        return out
 
     @torch.inference_mode()
     def decode(
@@ -345,3 +354,14 @@ class VQVAE(nn.Module):
     ) -> torch.Tensor:
         """Voice conversion: encode the source utterance, decode its units with the target speaker's embedding."""
         return self.decode(self.encode(wav, sr), target_speaker, temperature=temperature, greedy=greedy)
+
+
+UNITS_BATCH = 16
+"""Utterances encoded per `encode_batch` call by `units_of`."""
+
+
+def units_of(model: VQVAE, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Codes [T // hop] of numpy audio already at the model's input (`data.load_wavs` with the model's
+    peak_normalize, or a perturbation or decoding of it): `VQVAE.encode_prepared`, no second peak normalisation."""
+    tensors = [torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in wavs]
+    return [c.numpy() for c in model.encode_prepared(tensors, UNITS_BATCH)]

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .extract import collect_utterances, encode_utterances
+from .io import write_skip_report
 from .model import VQVAE
-from .prior import UnitPrior
+from .prior.model import UnitPrior
+from .unitfile import load_units
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +107,43 @@ def sample_units(prior: UnitPrior, model: VQVAE, speaker: str | None, seconds: f
     prompt_t = None if prompt is None else torch.as_tensor(prompt, dtype=torch.long)
     units = prior.sample(n, steps, cond, temperature, top_k, generator, prompt_t).cpu().numpy()
     return {f"sample_{i:03d}": row for i, row in enumerate(units)}
+
+
+def units_from_audio(model: VQVAE, paths: Sequence[str], manifest: str | None, data: str | None,
+                     overrides: Sequence[str], batch_size: int, chunk_seconds: float,
+                     skipped_path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Encode audio inputs (files, directories, a manifest or a data config, as audio-vqvae-units reads them) ->
+    ({utt_id: codes}, {utt_id: source speaker}); bad files are logged and appended to skipped_path."""
+    utterances, skipped = collect_utterances(paths, manifest, data, overrides)
+    units, speakers = {}, {}
+    for utt, result in encode_utterances(model, utterances, batch_size, chunk_seconds):
+        if isinstance(result, str):
+            skipped.append((utt.path, result))
+            continue
+        units[utt.id] = result
+        if utt.speaker:
+            speakers[utt.id] = utt.speaker
+    for path, reason in skipped:
+        log.warning("skipping %s: %s", path, reason)
+    if skipped:
+        skipped_path.parent.mkdir(parents=True, exist_ok=True)
+        write_skip_report(skipped_path, skipped)
+    return units, speakers
+
+
+def prior_units(model: VQVAE, prior_path: str, speaker: str | None, seconds: float, n: int, temperature: float,
+                top_k: int | None, seed: int, prompt_units: str | None = None) -> dict[str, np.ndarray]:
+    """Sample n unit sequences of `seconds` from the prior checkpoint at prior_path for one speaker, each after the
+    prompt `FILE:UTT_ID` (prompt_units) when given."""
+    if not speaker or "," in speaker:
+        raise ValueError("--prior needs one --speaker (the voice that decodes the sampled units)")
+    prompt = None
+    if prompt_units:
+        path, _, utt = prompt_units.rpartition(":")
+        table = load_units(path, model.codebook_size)
+        if utt not in table:
+            raise ValueError(f"--prompt-units: no utterance {utt!r} in {path}")
+        prompt = table[utt]
+    prior = UnitPrior.from_checkpoint(prior_path, model.device)
+    generator = torch.Generator(prior.device).manual_seed(seed)
+    return sample_units(prior, model, speaker, seconds, n, temperature, top_k, generator, prompt)

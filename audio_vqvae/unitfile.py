@@ -22,8 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .data import write_skip_report
-from .io import atomic_write
+from .io import atomic_write, write_skip_report
 
 FORMAT_NAME = "audio-vqvae-units"
 FORMAT_VERSION = 1

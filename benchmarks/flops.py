@@ -5,7 +5,7 @@ The embedding lookup (a one-hot input layer) is free; biases and activations are
 from __future__ import annotations
 
 from audio_vqvae.model import VQVAE
-from audio_vqvae.wavenet import WaveNet
+from audio_vqvae.wavenet.model import WaveNet
 
 FWD_BWD = 3  # forward + backward (input and weight gradients) = 3 forwards
 

@@ -6,8 +6,8 @@ import torch
 from measure import median_seconds
 from torch import Tensor
 
-from audio_vqvae.generation import generate, gumbel_like
-from audio_vqvae.wavenet import WaveNet
+from audio_vqvae.wavenet.model import WaveNet
+from audio_vqvae.wavenet.sampling import generate, gumbel_like
 
 
 def random_inputs(net: WaveNet, batch: int, n_samples: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:

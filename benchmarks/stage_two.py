@@ -27,7 +27,7 @@ from measure import cpu_slug, load_average, machine, write_results
 
 from audio_vqvae.checkpoint import load_checkpoint
 from audio_vqvae.model import VQVAE
-from audio_vqvae.prior import UnitPrior
+from audio_vqvae.prior.model import UnitPrior
 from audio_vqvae.synthesis import plan_jobs, sample_units, synthesize
 
 HERE = Path(__file__).resolve().parent

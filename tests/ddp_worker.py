@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.model import VQVAE
-from audio_vqvae.prior_training import train_prior
-from audio_vqvae.trainer import train
+from audio_vqvae.prior.training import train_prior
+from audio_vqvae.training.vqvae import train
 
 
 def poison_one_batch(rank: int) -> None:

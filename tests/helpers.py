@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from audio_vqvae.audio import load_audio
 from audio_vqvae.checkpoint import save_checkpoint
 from audio_vqvae.model import VQVAE
-from audio_vqvae.wavenet import WaveNet
+from audio_vqvae.wavenet.model import WaveNet
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000

@@ -10,14 +10,18 @@ from helpers import tone
 from audio_vqvae.audio import (
     AudioError,
     audio_info,
+    input_gain,
     load_audio,
+    load_model_input,
     mu_law_decode,
     mu_law_encode,
     normalize_peak,
     prepare_waveform,
     save_audio,
+    scale,
     scan_audio,
 )
+from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.io import atomic_write
 
 
@@ -141,3 +145,18 @@ def test_mu_law_round_trip():
 def test_mu_law_maps_non_finite_samples_to_valid_classes():
     classes = mu_law_encode(torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, 2.0]))
     assert classes.tolist() == [128, 255, 0, 128, 255]  # NaN -> silence, inf and out of range -> the end classes
+
+
+@pytest.mark.parametrize("peak_normalize", [None, 0.9])
+def test_one_path_from_a_file_to_model_input(tmp_path, write_tone, peak_normalize):
+    """load_model_input (training, validation, evaluation) equals preparing the decoded array in memory (as
+    VQVAE.prepare does), an excerpt of it is the same slice, and data.load_wavs reads through it."""
+    path = write_tone(tmp_path / "a.wav", seconds=1.0, sr=22050, channels=2, freq=200.0)
+    array, sr = sf.read(path, dtype="float32")
+    peak = float(np.abs(array).max())  # the gain is set by the file's peak before downmix and resampling
+    expected = scale(prepare_waveform(array, sr, 16000), input_gain(peak, peak_normalize))
+    whole = load_model_input(path, 16000, peak_normalize)
+    torch.testing.assert_close(whole, expected)
+    torch.testing.assert_close(load_model_input(path, 16000, peak_normalize, peak, 4000, 3000), whole[4000:7000])
+    utt = Utterance("a", str(path), "s", 1.0, peak=peak)
+    np.testing.assert_allclose(load_wavs([utt], 16000, 0.5, peak_normalize)["a"], whole[:8000].numpy(), atol=1e-5)

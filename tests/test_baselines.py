@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from audio_vqvae.baselines import FRAME_RATE, K, baseline_features, cmvn, fit_baseline, mfcc
+from audio_vqvae.evaluation.baselines import FRAME_RATE, K, baseline_features, cmvn, fit_baseline, mfcc
 
 
 def test_mfcc_frames_are_at_100_hz_and_cmvn_normalises():

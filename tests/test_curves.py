@@ -4,8 +4,8 @@ import numpy as np
 from helpers import write_wav
 
 from audio_vqvae.alignments import Segment
-from audio_vqvae.curves import CurveItem, curve_items, unit_curves
 from audio_vqvae.data import Utterance
+from audio_vqvae.training.curves import CurveItem, curve_items, unit_curves
 
 
 def test_unit_curves_on_aligned_and_unaligned_items(model, tmp_path):

@@ -13,23 +13,21 @@ from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.data import Utterance
-from audio_vqvae.evaluate import (
+from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
+from audio_vqvae.evaluation.report import evaluate_checkpoint
+from audio_vqvae.evaluation.scoring import Totals
+from audio_vqvae.evaluation.sets import (
     EvalOptions,
-    Totals,
-    collapse,
-    comparison,
     corpus_set,
     data_config,
-    evaluate_checkpoint,
     file_set,
-    prior_log_prob,
-    prior_metrics,
     sentence_of,
     trained_speakers,
     with_training_reference,
 )
+from audio_vqvae.evaluation.units import collapse, comparison
 from audio_vqvae.model import VQVAE
-from audio_vqvae.prior import UnitPrior
+from audio_vqvae.prior.model import UnitPrior
 
 PHONES = ["a", "b", "c", "d"]
 SECONDS = 0.4

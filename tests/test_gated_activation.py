@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audio_vqvae.wavenet import GatedActivation
+from audio_vqvae.wavenet.model import GatedActivation
 
 
 def reference(a: torch.Tensor, cond: torch.Tensor, cond_rate: int) -> torch.Tensor:

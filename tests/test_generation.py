@@ -6,8 +6,8 @@ import torch
 from helpers import make_wavenet as make
 from helpers import wavenet_inputs as inputs
 
-from audio_vqvae import generation
-from audio_vqvae.generation import generate
+from audio_vqvae.wavenet import sampling as generation
+from audio_vqvae.wavenet.sampling import generate
 
 CONFIGS = [  # kernel_size, layers_per_cycle, cycles, upsample, hop, global_channels
     (2, 3, 2, "repeat", 4, 5),
@@ -85,3 +85,22 @@ def test_bad_arguments_raise():
         generate(model, latents, g, start_class=256)
     with pytest.raises(ValueError, match="teacher"):
         generate(model, latents, g, teacher=prev + 256)
+
+
+def test_head_weights_are_the_head_convs_by_name():
+    """The samplers' named head weights are the head's hidden and logit 1x1 convs (as the forward pass uses them)."""
+    net = make()
+    head = net.head_weights()
+    skip = torch.randn(2, net.skip_channels, 5)
+    hidden = torch.relu(torch.einsum("os,bst->bot", head.hidden_w, torch.relu(skip)) + head.hidden_b[:, None])
+    logits = torch.einsum("os,bst->bot", head.logit_w, hidden) + head.logit_b[:, None]
+    torch.testing.assert_close(logits, net.head(skip))
+    assert head.logit_w.shape == (net.n_classes, net.skip_channels)
+
+
+def test_a_changed_head_layout_fails_loudly():
+    """A head the samplers cannot read (here one more layer) is an error naming the layout, not wrong samples."""
+    net = make()
+    net.head = torch.nn.Sequential(*net.head, torch.nn.Identity())
+    with pytest.raises(TypeError, match="WaveNet.head must be"):
+        generation.step_weights(net)

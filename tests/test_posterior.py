@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from helpers import noise_signal, tiny_model_config
 
-from audio_vqvae.model import VQVAE
-from audio_vqvae.posterior import (
+from audio_vqvae.evaluation.posterior import (
     conditional_posterior,
     probe_window,
     summarize,
 )
+from audio_vqvae.model import VQVAE
 
 
 def tiny_model(upsample: str, codebook_size: int = 6, cond_layers: int = 0) -> VQVAE:

@@ -16,9 +16,9 @@ from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.metrics import elbo_terms, elbo_with_prior
 from audio_vqvae.model import VQVAE
-from audio_vqvae.prior import UnitPrior
-from audio_vqvae.prior_training import train_prior
-from audio_vqvae.trainer import autocast_dtype
+from audio_vqvae.prior.model import UnitPrior
+from audio_vqvae.prior.training import train_prior
+from audio_vqvae.training.base import autocast_dtype
 from audio_vqvae.unitfile import UnitsSidecar, load_units, read_speaker_map
 
 K = 8

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from audio_vqvae.probes import accuracy, fit_speaker_probe, speaker_leakage, unit_histograms
+from audio_vqvae.evaluation.probes import accuracy, fit_speaker_probe, speaker_leakage, unit_histograms
 
 
 def test_unit_histograms():

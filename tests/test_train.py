@@ -17,11 +17,12 @@ from helpers import torchrun
 from hydra import compose, initialize_config_dir
 
 from audio_vqvae import quantizer as quantizer_mod
-from audio_vqvae import trainer as train_mod
 from audio_vqvae.checkpoint import load_checkpoint
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.model import VQVAE
-from audio_vqvae.runs import resume_mode
+from audio_vqvae.training import base as base_mod
+from audio_vqvae.training import vqvae as train_mod
+from audio_vqvae.training.runs import resume_mode
 
 CONFIGS = CONFIG_DIR
 
@@ -64,7 +65,7 @@ def scalar_tags(run: Path) -> set[str]:
 
 
 def test_short_run_writes_run_directory_and_loadable_checkpoints(tmp_path, corpus, caplog):
-    with caplog.at_level("INFO", logger="audio_vqvae.trainer"):
+    with caplog.at_level("INFO", logger="audio_vqvae.training"):
         train_mod.train(config(tmp_path))
     run = tmp_path / "run"
     assert {"units/pnmi", "units/entropy_bits_per_second", "units/agreement_gain_+6dB"} <= scalar_tags(run)
@@ -337,7 +338,7 @@ def test_mixed_precision_runs_and_keeps_the_codebook_float32(tmp_path, corpus, p
     monkeypatch.setattr(train_mod.Trainer, "train_step", recording_step)
     train_mod.train(config(tmp_path, f"trainer.precision={precision}", "trainer.max_steps=2",
                            "trainer.deterministic=false"))
-    assert train_mod.autocast_dtype(precision) in seen["conv"]
+    assert base_mod.autocast_dtype(precision) in seen["conv"]
     assert seen["distances"] == {torch.float32} and seen["loss"] == {torch.float32}
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]
     assert state["state"]["step"] == 2 and "scaler" in state

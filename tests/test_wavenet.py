@@ -10,7 +10,7 @@ from helpers import LATENT_DIM
 from helpers import make_wavenet as make
 from helpers import wavenet_inputs as inputs
 
-from audio_vqvae.wavenet import WaveNet
+from audio_vqvae.wavenet.model import WaveNet
 
 
 def affected(model: WaveNet, pos: int, n_frames: int = 24) -> torch.Tensor:

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tqdm import tqdm
 
+from ..audio import AudioError
+from ..device import retain_freed_memory
 from ..model import VQVAE
 
 _OVERRIDE = re.compile(r"^data\.[\w.]+=")
@@ -60,3 +65,17 @@ def audio_progress(bar: tqdm) -> Callable[[float], None]:
         bar.set_postfix_str(f"{total[0] / 3600 / minutes:.2f} audio-h/min", refresh=False)
 
     return advance
+
+
+T = TypeVar("T")
+
+
+def run_app(prog: str, body: Callable[[], T]) -> T:
+    """Run a console app's body with the process set up (allocator, INFO logging); bad input (ValueError, OSError,
+    AudioError) ends the process with one line `prog: error: ...` instead of a traceback."""
+    retain_freed_memory()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return body()
+    except (ValueError, OSError, AudioError) as err:
+        sys.exit(f"{prog}: error: {err}")

@@ -1,4 +1,4 @@
-"""`audio-vqvae-eval`: score a checkpoint on held-out data (see audio_vqvae/evaluate.py for what is measured).
+"""`audio-vqvae-eval`: score a checkpoint on held-out data (see audio_vqvae/evaluation/ for what is measured).
 
     audio-vqvae-eval runs/x/checkpoints/best.pt --out eval/x                 # the checkpoint's own test/val split
     audio-vqvae-eval best.pt --data vctk data.root=/data/VCTK-Corpus-0.92 --split test --out eval/vctk
@@ -12,19 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..device import resolve_device, run_app
-from ..evaluate import (
-    SPLITS,
-    EvalOptions,
-    EvalSet,
-    corpus_set,
-    data_config,
-    evaluate_checkpoint,
-    file_set,
-    with_training_reference,
-)
+from ..device import resolve_device
+from ..evaluation.report import evaluate_checkpoint
+from ..evaluation.sets import SPLITS, EvalOptions, EvalSet, corpus_set, data_config, file_set, with_training_reference
 from ..model import VQVAE
-from ..prior import UnitPrior
+from ..prior.model import UnitPrior
+from .common import run_app
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint, save_pretrained
-from ..device import run_app
+from .common import run_app
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,60 +25,15 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..audio import save_audio
-from ..data import write_skip_report
-from ..device import run_app
-from ..extract import collect_utterances, encode_utterances
-from ..model import VQVAE
-from ..prior import UnitPrior
-from ..synthesis import batches, plan_jobs, sample_units, synthesize
+from ..synthesis import batches, plan_jobs, prior_units, synthesize, units_from_audio
 from ..unitfile import load_units, read_speaker_map
-from .common import add_input_arguments, load_model, split_inputs
+from .common import add_input_arguments, load_model, run_app, split_inputs
 
 log = logging.getLogger(__name__)
-
-
-def units_from_audio(
-    model: VQVAE, args: argparse.Namespace, skipped_path: Path
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Encode the audio inputs -> ({utt_id: codes}, {utt_id: source speaker}); bad files go to skipped_path."""
-    paths, overrides = split_inputs(args.inputs)
-    utterances, skipped = collect_utterances(paths, args.manifest, args.data, overrides)
-    units, speakers = {}, {}
-    for utt, result in encode_utterances(model, utterances, args.batch_size, args.chunk_seconds):
-        if isinstance(result, str):
-            skipped.append((utt.path, result))
-            continue
-        units[utt.id] = result
-        if utt.speaker:
-            speakers[utt.id] = utt.speaker
-    for path, reason in skipped:
-        log.warning("skipping %s: %s", path, reason)
-    if skipped:
-        skipped_path.parent.mkdir(parents=True, exist_ok=True)
-        write_skip_report(skipped_path, skipped)
-    return units, speakers
-
-
-def prior_units(model: VQVAE, args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """--prior: sample --n-samples unit sequences of --seconds for --speaker (each after --prompt-units FILE:UTT_ID)."""
-    if not args.speaker or "," in args.speaker:
-        raise ValueError("--prior needs one --speaker (the voice that decodes the sampled units)")
-    prompt = None
-    if args.prompt_units:
-        path, _, utt = args.prompt_units.rpartition(":")
-        table = load_units(path, model.codebook_size)
-        if utt not in table:
-            raise ValueError(f"--prompt-units: no utterance {utt!r} in {path}")
-        prompt = table[utt]
-    prior = UnitPrior.from_checkpoint(args.prior, model.device)
-    generator = torch.Generator(prior.device).manual_seed(args.seed)
-    return sample_units(prior, model, args.speaker, args.seconds, args.n_samples, args.prior_temperature, args.top_k,
-                        generator, prompt)
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -99,12 +54,15 @@ def run(args: argparse.Namespace) -> list[Path]:
     for name in targets:
         model.speaker_index(name)  # fails early, listing the valid names
     if args.prior:
-        units = prior_units(model, args)
+        units = prior_units(model, args.prior, args.speaker, args.seconds, args.n_samples, args.prior_temperature,
+                            args.top_k, args.seed, args.prompt_units)
         sources, targets = dict.fromkeys(units, args.speaker), []
     elif args.units:
         units, sources = load_units(args.units, model.codebook_size), {}
     else:
-        units, sources = units_from_audio(model, args, out_dir / "skipped.tsv")
+        paths, overrides = split_inputs(args.inputs)
+        units, sources = units_from_audio(model, paths, args.manifest, args.data, overrides, args.batch_size,
+                                          args.chunk_seconds, out_dir / "skipped.tsv")
     if args.speaker_map:
         sources |= read_speaker_map(args.speaker_map)
     jobs = plan_jobs(model, units, sources, targets, out_dir)

@@ -10,12 +10,13 @@ import logging
 import math
 from pathlib import Path
 
-from ..device import resolve_device, run_app
+from ..device import resolve_device
 from ..io import atomic_write
-from ..prior import UnitPrior
-from ..prior_training import nll_metrics, score_unit_set
-from ..unitdata import read_unit_set
+from ..prior.data import read_unit_set
+from ..prior.model import UnitPrior
+from ..prior.training import nll_metrics, score_unit_set
 from ..unitfile import read_speaker_map
+from .common import run_app
 
 log = logging.getLogger(__name__)
 

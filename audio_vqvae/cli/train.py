@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from ..config import CONFIG_DIR
 from ..device import retain_freed_memory
-from ..trainer import train
+from ..training.vqvae import train
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -3,7 +3,7 @@
     audio-vqvae-train-prior vqvae=pretrained/demo-units data=demo [overrides]   # units extracted into the run dir
     audio-vqvae-train-prior units.path=units.txt [overrides]                     # units from audio-vqvae-units
 
-Parses the Hydra config tree (audio_vqvae/configs, top config prior.yaml) and calls `prior_training.train_prior`.
+Parses the Hydra config tree (audio_vqvae/configs, top config prior.yaml) and calls `prior.training.train_prior`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 
 from ..config import CONFIG_DIR
-from ..prior_training import train_prior
+from ..prior.training import train_prior
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prior")

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..device import run_app
 from ..extract import collect_utterances, shard, write_units
-from .common import add_input_arguments, audio_progress, load_model, split_inputs
+from .common import add_input_arguments, audio_progress, load_model, run_app, split_inputs
 
 
 def run(args: argparse.Namespace) -> Path:

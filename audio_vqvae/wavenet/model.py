@@ -1,14 +1,16 @@
 """WaveNet decoder: causal dilated gated convolutions over mu-law classes, conditioned locally on upsampled latents
 and globally on a speaker vector. Parallel teacher-forced `forward` for training; sampling one step at a time is
-`generation.generate`, over the same parameters.
+`wavenet.sampling.generate`, over the same parameters.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Residual
+from ..layers import Residual
 
 UPSAMPLE_MODES = ("repeat", "transposed")
 
@@ -43,6 +45,16 @@ class GatedActivation(torch.autograd.Function):
         torch.ops.aten.sigmoid_backward.grad_input(grad_z * t, s, grad_input=grad_sigmoid)
         grad_cond = grad.unflatten(2, (-1, ctx.cond_rate)).sum(-1) if ctx.needs_input_grad[1] else None
         return grad, grad_cond, None
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """The output head relu -> hidden 1x1 -> relu -> logit 1x1 by name, as the incremental samplers read it."""
+
+    hidden_w: Tensor  # [S, S] (out, in)
+    hidden_b: Tensor  # [S]
+    logit_w: Tensor  # [n_classes, S] (out, in)
+    logit_b: Tensor  # [n_classes]
 
 
 class WaveNet(nn.Module):
@@ -166,3 +178,16 @@ class WaveNet(nn.Module):
             if i < n - 1:
                 x.add_(res)
         return self.head(skip)
+
+    # ---- what the incremental samplers read ----------------------------------------------------------------------
+
+    def head_weights(self) -> HeadWeights:
+        """The head's two 1x1 convs by name. The head stays one nn.Sequential (its state-dict keys head.1.* and
+        head.3.* are in every checkpoint); a change to its layout fails here, not silently in the samplers."""
+        layers = list(self.head)
+        kinds = [type(m) for m in layers]
+        if kinds != [nn.ReLU, nn.Conv1d, nn.ReLU, nn.Conv1d]:
+            raise TypeError(f"WaveNet.head must be ReLU, Conv1d, ReLU, Conv1d for the samplers, got "
+                            f"{[k.__name__ for k in kinds]}")
+        hidden, logit = layers[1], layers[3]
+        return HeadWeights(hidden.weight[:, :, 0], hidden.bias, logit.weight[:, :, 0], logit.bias)

@@ -1,10 +1,10 @@
-"""Training the unit prior (stage two) on a units file, or straight from a corpus and a VQ-VAE checkpoint, with the
-VQ-VAE trainer's machinery: run directory and resume choice (runs.py), atomic checkpoints with resume state
-(checkpoint.py), the LR schedule, AMP, RNG state, SIGTERM handling and validation cadence (trainer.py), DDP
-(distributed.py), TensorBoard and tqdm. From a corpus, rank 0 first writes the units of its training and validation
+"""Training the unit prior (stage two) on a units file, or straight from a corpus and a VQ-VAE checkpoint: a sibling
+of the VQ-VAE trainer on the same solver base (training/base.py: the LR schedule, AMP, RNG state, SIGTERM handling,
+validation cadence, save/restore), with its run directory and resume choice (training/runs.py), atomic checkpoints
+(checkpoint.py), DDP (training/distributed.py), TensorBoard and tqdm. From a corpus, rank 0 first writes the units of its training and validation
 utterances into <run_dir>/units/ with `extract.write_units` (what `audio-vqvae-units` runs; a rerun resumes it).
 
-Batches are a function of (seed, rank, step) only (`unitdata.training_batch`), so a resumed run draws what an
+Batches are a function of (seed, rank, step) only (`prior.data.training_batch`), so a resumed run draws what an
 uninterrupted one would. A run directory holds config.yaml, speakers.json, version.json, tb/ and
 checkpoints/{last,best,step-XXXXXXXX}.pt; best.pt is kept by validation NLL per unit.
 """
@@ -18,28 +18,17 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import load_corpus, split_corpus
-from .device import resolve_device
-from .distributed import Distributed
-from .extract import write_units
-from .model import VQVAE
-from .prior import UnitPrior, length_mask
-from .runs import resume_checkpoint, write_run_files
-from .trainer import (
-    Cadence,
-    Optimization,
-    Preemption,
-    TrainerConfig,
-    autocast_dtype,
-    save_last,
-    seed_everything,
-    set_rng_state,
-)
-from .unitdata import UnitSet, load_unit_sets, pad, training_batch
-from .unitfile import write_speaker_map
+from ..checkpoint import save_checkpoint
+from ..data import load_corpus, split_corpus
+from ..extract import write_units
+from ..model import VQVAE
+from ..training.base import Preemption, Solver, TrainerConfig, seed_everything, start_run
+from ..training.distributed import Distributed
+from ..training.runs import write_run_files
+from ..unitfile import write_speaker_map
+from .data import UnitSet, load_unit_sets, training_batch, unit_batch
+from .model import UnitPrior, length_mask
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +60,7 @@ def score_unit_set(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dic
     order = sorted(range(len(data)), key=lambda i: len(data.units[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        units, lengths = pad([data.units[i] for i in idx])
+        units, lengths = unit_batch([data.units[i] for i in idx])
         speaker = torch.tensor([data.speakers[i] for i in idx], device=prior.device) if prior.speakers else None
         logp = prior.log_prob(units.to(prior.device), lengths.to(prior.device), speaker)
         scores |= {data.ids[i]: (int(n), float(lp)) for i, n, lp in zip(idx, lengths, logp)}
@@ -86,7 +75,7 @@ def evaluate_prior(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dic
     return {**nll_metrics(-sum(lp for _, lp in scores), count), "n_units": count}
 
 
-class PriorTrainer(Cadence):
+class PriorTrainer(Solver):
     """Trains a UnitPrior per a prior run config (configs/prior.yaml); rank 0 validates, logs and checkpoints."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, train: UnitSet, val: UnitSet, speakers: list[str],
@@ -95,19 +84,8 @@ class PriorTrainer(Cadence):
         self.train_set, self.val_set, self.speakers, self.meta = train, val, speakers, meta
         self.ddp, self.device = ddp, device
         t = self.tcfg
-        self.amp_dtype = autocast_dtype(t.precision)
-        self.model = UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device)
-        self.opt = Optimization.build(torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.adam_betas), t,
-                                      device)
-        self.state = PriorState()
-        self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
-        if ddp.world_size > 1:
-            self.net = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
-        self.writer = None
-        if ddp.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.setup(UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device),
+                   lambda params: torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas), PriorState())
 
     def identity(self) -> dict[str, Any]:
         """What must match for a resume to be the same run."""
@@ -121,20 +99,12 @@ class PriorTrainer(Cadence):
         save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), config, self.speakers, self.state.step, resume,
                         metrics)
 
-    def restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    def check_resumable(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Refuse an export or a checkpoint of another prior run."""
         saved = ckpt["resume"]
         if saved is None or saved.get("identity") != self.identity():
             raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units, seed, "
                              "world size or batch size); pick another run_dir=...")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(saved)
-        self.state = PriorState(**saved["state"])
-        set_rng_state(saved["rng"][self.ddp.rank])
-        log.info("resumed from %s at step %d", path, self.state.step)
-
-    def save_last(self) -> None:
-        save_last(self.save, self.ddp, self.ckpt_dir, self.state.step, self.tcfg.keep_last)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """This step's batch (a function of seed, rank and step) on the device."""
@@ -228,15 +198,8 @@ def corpus_units(data: DictConfig, vqvae: str, units_dir: Path, seed: int, batch
 
 def train_prior(cfg: DictConfig) -> UnitPrior:
     """Train a prior per a prior run config (configs/prior.yaml); returns the trained model."""
-    ddp = Distributed.from_env()
-    device = resolve_device(cfg.device, ddp.local_rank)
-    ddp.init(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(ddp.from_main(lambda: str(cfg.run_dir)))
-    resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True)
+    run = start_run(cfg, threads=cfg.threads)
+    ddp, device, run_dir = run.ddp, run.device, run.run_dir
     from_audio = cfg.vqvae is not None or "data" in cfg
     if (cfg.units.path is None) != from_audio:
         raise ValueError("give units.path=FILE (written by audio-vqvae-units) or vqvae=CHECKPOINT with data=NAME "
@@ -260,6 +223,6 @@ def train_prior(cfg: DictConfig) -> UnitPrior:
     log.info("units %s: %d train / %d val utterances, %d speakers, K=%d", cfg.units.path, len(train), len(val),
              len(speakers), sidecar.codebook_size)
     trainer = PriorTrainer(cfg, run_dir, train, val, speakers, meta, ddp, device)
-    if resume_from is not None:
-        trainer.restore(resume_from)
+    if run.resume_from is not None:
+        trainer.restore(run.resume_from)
     return trainer.fit()

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model import VQVAE
-from .wavenet import WaveNet
+from ..model import VQVAE
+from ..wavenet.model import WaveNet
 
 
 @dataclass(frozen=True)

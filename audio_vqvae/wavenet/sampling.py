@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .wavenet import WaveNet
+    from .model import WaveNet
 
 CHUNK_SAMPLES = 512  # generation prepares conditioning and noise this many samples at a time (bounds memory)
 
@@ -77,16 +77,16 @@ def step_weights(net: WaveNet, temperature: float = 1.0) -> StepWeights:
     res_skip = w.new_zeros(n, g // 2 + 1, r + net.skip_channels)
     for i, o in enumerate(net.out):
         res_skip[i, :, -o.out_channels :] = torch.cat([-o.weight[:, :, 0].t(), o.bias[None]])
-    hidden, logit = net.head[1], net.head[3]
+    head = net.head_weights()
     return StepWeights(
         emb=net.embed.weight.contiguous(),
         cur=w[k - 1].contiguous(),
         past=w[: k - 1].flip(0).contiguous(),
         res_skip=res_skip,
-        hidden_w=hidden.weight[:, :, 0].t().contiguous(),
-        hidden_b=hidden.bias.contiguous(),
-        logit_w=(logit.weight[:, :, 0].t() / temperature).contiguous(),
-        logit_b=logit.bias / temperature,
+        hidden_w=head.hidden_w.t().contiguous(),
+        hidden_b=head.hidden_b.contiguous(),
+        logit_w=(head.logit_w.t() / temperature).contiguous(),
+        logit_b=head.logit_b / temperature,
     )
 
 def step_state(net: WaveNet, batch: int) -> StepState:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .unitfile import UnitsSidecar, load_units, read_speaker_map, sidecar_path
+from ..batching import pad_batch
+from ..unitfile import UnitsSidecar, load_units, read_speaker_map, sidecar_path
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,9 @@ def load_unit_sets(node) -> tuple[UnitSet, UnitSet, list[str], UnitsSidecar]:
     return subset(data, [not v for v in val]), subset(data, val), speakers, sidecar
 
 
-def pad(seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences -> (units [B, T_max] zero-padded, lengths [B])."""
-    lengths = torch.tensor([len(s) for s in seqs])
-    out = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.int64))
-    return out, lengths
+def unit_batch(seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit sequences -> (units [B, T_max] long, zero-padded by `batching.pad_batch`, lengths [B])."""
+    return pad_batch([torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in seqs])
 
 
 def training_batch(data: UnitSet, batch_size: int, max_frames: int,
@@ -83,5 +80,5 @@ def training_batch(data: UnitSet, batch_size: int, max_frames: int,
         u = data.units[i]
         start = int(torch.randint(max(1, len(u) - max_frames + 1), (1,), generator=generator))
         crops.append(u[start : start + max_frames])
-    units, lengths = pad(crops)
+    units, lengths = unit_batch(crops)
     return units, lengths, torch.tensor([data.speakers[i] for i in picks])

@@ -53,7 +53,7 @@ class UnitPrior(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> UnitPrior:
         """A prior checkpoint written by the prior trainer -> model in eval mode; `config` holds its run config."""
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         cfg = ckpt["config"]

@@ -1,6 +1,6 @@
-"""The solver: builds model, optimizer, scheduler, scaler and loaders from a run config, then trains with
-`train_step`, validates with `validate`, and saves/restores every state an exact resume needs (model, optimizer,
-scheduler, scaler, every rank's RNG, the sampler position, TrainState).
+"""The VQ-VAE trainer (a `training.base.Solver`): builds the model and the loaders from a run config, trains with
+`train_step`, validates with `validate` (plus the unit curves, training.curves), and saves/restores every state an
+exact resume needs (the base's, plus the sampler position in TrainState).
 
 A run directory holds: config.yaml (resolved), speakers.json, version.json, train.log, skipped.tsv (bad files),
 tb/ (TensorBoard events), checkpoints/{last,best,step-XXXXXXXX}.pt. SIGTERM (preemption) finishes the step in flight,
@@ -9,24 +9,18 @@ writes last.pt and returns; with `trainer.resume=auto` the same command continue
 from __future__ import annotations
 
 import logging
-import math
-import random
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import (
+from ..checkpoint import save_checkpoint
+from ..data import (
     SegmentDataset,
     Split,
     ValidationDataset,
@@ -35,49 +29,15 @@ from .data import (
     load_corpus,
     split_corpus,
     worker_init_fn,
-    write_skip_report,
 )
-from .device import resolve_device
+from ..io import write_skip_report
+from ..metrics import ELBOAccumulator
+from ..model import VQVAE, VQVAEOutput, sample_teacher_forced
+from .base import Preemption, SkipSampler, Solver, TrainerConfig, seed_everything, start_run
 from .distributed import Distributed
-from .metrics import ELBOAccumulator
-from .model import VQVAE, VQVAEOutput, sample_teacher_forced
-from .runs import keep_step_checkpoints, resume_checkpoint, run_identity, write_run_files
+from .runs import run_identity, write_run_files
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """The `trainer` config node, one field per key (configs/trainer/default.yaml documents each)."""
-
-    max_steps: int
-    batch_size: int
-    lr: float
-    lr_schedule: str
-    lr_min_ratio: float
-    warmup_steps: int
-    adam_betas: tuple[float, float]
-    grad_clip: float
-    precision: str
-    compile: bool
-    num_workers: int
-    log_every: int
-    val_every: int
-    val_examples: int
-    unit_curves: bool
-    ckpt_every: int
-    keep_last: int
-    resume: Any
-    max_nonfinite: int
-    deterministic: bool
-
-    @classmethod
-    def from_config(cls, node: DictConfig) -> TrainerConfig:
-        values = OmegaConf.to_container(node, resolve=True)
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"trainer: unknown keys {unknown}")
-        return cls(**{**values, "adam_betas": tuple(values["adam_betas"])})
 
 
 @dataclass
@@ -94,173 +54,6 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-# ---- small helpers ------------------------------------------------------------------------------------------
-
-
-def lr_lambda(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base learning rate: linear warm-up, then constant or cosine decay to min_ratio."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"trainer.lr_schedule: unknown schedule {schedule!r} (use constant or cosine)")
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """trainer.precision -> autocast dtype (None = plain float32)."""
-    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in table:
-        raise ValueError(f"trainer.precision: unknown {precision!r} (use fp32, bf16 or fp16)")
-    return table[precision]
-
-
-def rng_state() -> dict[str, Any]:
-    """All RNG states as weights_only-loadable containers."""
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of rng_state."""
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class SkipSampler(Sampler[int]):
-    """Wraps the per-epoch sampler (and its dataset's epoch) and drops its first `skip` indices: resume lands on the
-    same batch an uninterrupted run would draw next."""
-
-    def __init__(self, base: DistributedSampler) -> None:
-        self.base = base
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.base.set_epoch(epoch)
-        self.base.dataset.set_epoch(epoch)  # segment offsets are a function of (seed, epoch, index); shared with workers
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(self.base)[self.skip :])
-
-    def __len__(self) -> int:
-        return len(self.base) - self.skip
-
-
-class Preemption:
-    """While entered, the first SIGTERM only sets `requested` (the loop saves and stops after the step in flight); a
-    second SIGTERM gets the default action and ends the process at once. Inert outside the main thread."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    def __enter__(self) -> Preemption:  # noqa: PYI034 (typing.Self needs Python 3.11; we support 3.10)
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-@dataclass
-class Optimization:
-    """What one optimisation step and its resume need besides the model: optimizer, lr schedule, fp16 loss scaler.
-    Shared by the VQ-VAE trainer and the prior trainer."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-
-    def step(self, loss: torch.Tensor, params: Iterator[torch.nn.Parameter], grad_clip: float) -> None:
-        """backward (scaled), clip the global grad norm when grad_clip > 0, optimizer, scaler and schedule steps."""
-        self.scaler.scale(loss).backward()
-        if grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """From a checkpoint's resume state (the keys `state_dict` writes)."""
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-
-    @classmethod
-    def build(cls, optimizer: torch.optim.Optimizer, t: TrainerConfig, device: torch.device) -> Optimization:
-        """`optimizer` with the trainer's warm-up + schedule (lr_lambda) and a GradScaler enabled for fp16."""
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.lr_schedule, t.lr_min_ratio))
-        return cls(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"))
-
-
-def save_last(save: Callable[[str, list[dict[str, Any]]], None], ddp: Distributed, ckpt_dir: Path, step: int,
-              keep_last: int) -> None:
-    """Gather every rank's RNG state, then rank 0 writes last.pt and step-XXXXXXXX.pt (pruned to keep_last) with
-    `save(name, rng)`; collective (every rank calls it). Shared by the VQ-VAE and the prior trainers."""
-    rng = ddp.gather(rng_state())
-    if ddp.is_main:
-        save("last.pt", rng)
-        if keep_last > 0:
-            save(f"step-{step:08d}.pt", rng)
-            keep_step_checkpoints(ckpt_dir, keep_last)
-
-
-class Cadence:
-    """What the VQ-VAE and the prior trainers share after each step: validation and checkpoints when due, and the
-    SIGTERM stop. Needs `tcfg`, `state` (step, finished), `ddp`, `run_validation(rng)` and `save_last()`."""
-
-    def periodic(self, final: bool) -> None:
-        """Validation and checkpoints due after this step (collective: every rank calls it)."""
-        t, state = self.tcfg, self.state
-        if state.step % t.val_every == 0 or final:
-            rng = self.ddp.gather(rng_state())
-            if self.ddp.is_main:
-                self.run_validation(rng)
-        if state.step % t.ckpt_every == 0 or final:
-            state.finished = final
-            self.save_last()
-
-    def preempted(self, preemption: Preemption) -> bool:
-        """True (after writing last.pt) when SIGTERM reached any rank: all ranks stop at the same step."""
-        if not self.ddp.agree(preemption.requested, every=False):
-            return False
-        self.save_last()
-        log.warning("SIGTERM: stopped at step %d; last.pt written, continue with trainer.resume=auto", self.state.step)
-        return True
-
-
 def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
@@ -272,7 +65,7 @@ def curves_text(curves: dict[str, float]) -> str:
 # ---- the solver ---------------------------------------------------------------------------------------------
 
 
-class Trainer(Cadence):
+class Trainer(Solver):
     """Trains a VQVAE on a corpus split per a run config; rank 0 validates, logs and writes checkpoints."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, speakers: list[str], split: Split, ddp: Distributed,
@@ -281,21 +74,11 @@ class Trainer(Cadence):
         self.run_dir, self.ckpt_dir, self.skip_report = run_dir, run_dir / "checkpoints", run_dir / "skipped.tsv"
         self.speakers, self.ddp, self.device = speakers, ddp, device
         t = self.tcfg
-        self.amp_dtype = autocast_dtype(t.precision)
-        self.model = VQVAE.from_config(cfg.model, speakers).to(device)
-        self.opt = Optimization.build(torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas), t, device)
-        self.state = TrainState()
+        self.setup(VQVAE.from_config(cfg.model, speakers).to(device),
+                   lambda params: torch.optim.Adam(params, lr=t.lr, betas=t.adam_betas), TrainState(),
+                   broadcast_buffers=False)
         self.sampler, self.train_loader, self.val_loader = self._loaders(split)
         self.curve_items = self._curve_items() if t.unit_curves and ddp.is_main else None
-        self.net: torch.nn.Module = torch.compile(self.model) if t.compile else self.model
-        if ddp.world_size > 1:
-            self.net = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None,
-                                               broadcast_buffers=False)
-        self.writer = None
-        if ddp.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tb"))
 
     def _loaders(self, split: Split) -> tuple[SkipSampler, DataLoader, DataLoader]:
         """Training loader (distributed, resumable sampler) and validation loader; too-short files are reported."""
@@ -327,7 +110,7 @@ class Trainer(Cadence):
     def _curve_items(self) -> list[Any]:
         """The unit learning curves' set (curves.curve_items), read once from the validation utterances as
         validation reads them, with the phone alignments of <data.root>/alignments when that folder exists."""
-        from .alignments import load_alignments
+        from ..alignments import load_alignments
         from .curves import curve_items
 
         data = self.cfg.data
@@ -346,9 +129,8 @@ class Trainer(Cadence):
         save_checkpoint(self.ckpt_dir / name, self.model.state_dict(), OmegaConf.to_container(self.cfg, resolve=True),
                         self.speakers, self.state.step, resume, metrics)
 
-    def restore(self, path: Path) -> None:
-        """Load every state from a checkpoint written by `save`; refuse one of another run or batch layout."""
-        ckpt = load_checkpoint(path)
+    def check_resumable(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Refuse an export, a checkpoint of another run, or one of another batch layout."""
         saved = ckpt["resume"]
         if saved is None:
             raise ValueError(f"{path}: holds no resume state (it is an export); resume from last.pt")
@@ -362,15 +144,6 @@ class Trainer(Cadence):
             raise ValueError(f"{path}: was trained with world_size={old[0]} trainer.batch_size={old[1]}, this run has "
                              f"world_size={new[0]} trainer.batch_size={new[1]}; resume needs the same values (the "
                              "position in the epoch and the effective batch depend on them) or a new run_dir")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(saved)
-        self.state = TrainState(**saved["state"])
-        set_rng_state(saved["rng"][self.ddp.rank])
-        log.info("resumed from %s at step %d", path, self.state.step)
-
-    def save_last(self) -> None:
-        """last.pt (and a step checkpoint, pruned to keep_last) at the current step; collective (every rank)."""
-        save_last(self.save, self.ddp, self.ckpt_dir, self.state.step, self.tcfg.keep_last)
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
@@ -459,7 +232,7 @@ class Trainer(Cadence):
 
     def log_validation(self, metrics: dict[str, float], extra: dict[str, Any]) -> None:
         """Scalars, the codebook-usage histogram, spectrogram images and audio to TensorBoard."""
-        from .plots import spectrogram_figure
+        from ..plots import spectrogram_figure
 
         writer, step, sr = self.writer, self.state.step, self.cfg.data.sample_rate
         for k, v in metrics.items():
@@ -537,15 +310,8 @@ def train(cfg: DictConfig) -> VQVAE:
 
     Under torchrun the corpus is indexed once, on rank 0, and broadcast.
     """
-    ddp = Distributed.from_env()
-    device = resolve_device(cfg.device, ddp.local_rank)
-    ddp.init(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    run_dir = Path(ddp.from_main(lambda: str(cfg.run_dir)))  # rank 0's: its ${now:} may differ by a second
-    resume_from = resume_checkpoint(cfg.trainer.resume, run_dir)
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True)
+    run = start_run(cfg)
+    ddp, device, run_dir = run.ddp, run.device, run.run_dir
     seed_everything(cfg.seed + ddp.rank)
     corpus = ddp.from_main(lambda: load_corpus(cfg.data))
     split = split_corpus(corpus, cfg.data, cfg.seed)
@@ -557,6 +323,6 @@ def train(cfg: DictConfig) -> VQVAE:
     log.info("corpus %s: %d train / %d val utterances, %d speakers, %d skipped files (see %s)", corpus.root,
              len(split.train), len(split.val), len(corpus.speakers), len(corpus.skipped), skip_report)
     trainer = Trainer(cfg, run_dir, corpus.speakers, split, ddp, device)
-    if resume_from is not None:
-        trainer.restore(resume_from)
+    if run.resume_from is not None:
+        trainer.restore(run.resume_from)
     return trainer.fit()

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import metrics as M
-from .alignments import Segment, build_vocab, frame_labels
-from .data import Utterance
-from .evaluate import evenly, load_wavs, matched_alignments, units_of
-from .model import VQVAE
-from .quantizer import perplexity
-from .stability import frame_agreement, perturb
+from .. import metrics as M
+from ..alignments import Segment, build_vocab, frame_labels, matched_alignments
+from ..data import Utterance, evenly, load_wavs
+from ..model import VQVAE, units_of
+from ..quantizer import perplexity
+from ..stability import frame_agreement, perturb
 
 CURVE_UTTERANCES = 16
 """Validation utterances the curves are computed on (evenly spaced by id)."""
@@ -52,7 +51,7 @@ def curve_items(utterances: Sequence[Utterance], sample_rate: int, peak_normaliz
 def unit_curves(model: VQVAE, items: Sequence[CurveItem]) -> dict[str, float]:
     """{"units/...": value}: entropy bitrate (and after dedup), codebook perplexity of the units, frame agreement
     under +6 dB gain, and, when items carry alignments, phone purity and PNMI. The items are the model's input
-    already (`curve_items`), so they are encoded as they are (`evaluate.units_of`). The model's mode is restored."""
+    already (`curve_items`), so they are encoded as they are (`model.units_of`). The model's mode is restored."""
     was_training = model.training
     model.eval()
     try:

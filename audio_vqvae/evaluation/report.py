@@ -1,0 +1,272 @@
+"""Evaluation library behind `audio-vqvae-eval` (audio_vqvae/cli/eval.py): ELBO, bitrates, codebook statistics, unit
+quality against phone alignments next to the MFCC k-means baseline, speaker leakage, unit stability, resynthesis and
+conversion quality (speaker-ID probe, F0, MCD, round-trip units), the exact latent posterior probe and figures.
+
+Everything is scored on held-out data, and the report says which: by default the corpus's test split (held-out
+speakers, and held-out sentences where the data config has them), else the validation split (training speakers'
+held-out sentences). Only the training split is used for fitting (the baseline's k-means and the speaker probe).
+
+Speakers the decoder does not know (held-out speakers keep never-trained rows in the speaker table) get no ELBO, no
+teacher-forced resynthesis and no posterior probe: those need p(x | z, speaker), which is meaningless for an
+untrained embedding row. Their units are scored like every other utterance's, and they are conversion sources.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metrics as M
+from ..alignments import load_alignments, matched_alignments
+from ..audio import save_audio
+from ..checkpoint import file_sha256
+from ..data import evenly, load_wavs
+from ..io import atomic_write
+from ..model import VQVAE
+from ..plots import codebook_usage_figure, cooccurrence_figure, save_figure, spectrogram_figure
+from ..prior.model import UnitPrior
+from ..quantizer import perplexity
+from .baselines import MFCCKMeans, fit_baseline
+from .posterior import summarize
+from .prior import prior_metrics
+from .probes import SpeakerProbe, accuracy, fit_speaker_probe
+from .resynthesis import mean_or_none, resynthesis_jobs, resynthesis_quality
+from .scoring import Totals, evaluate_set
+from .sets import MAX_FIT_UTTERANCES, MIN_SAMPLES, EvalOptions, EvalSet, trained_speakers
+from .units import score_units
+
+log = logging.getLogger("audio_vqvae.evaluate")
+
+def set_metrics(model: VQVAE, totals: Totals) -> dict[str, Any]:
+    """ELBO (decoder-known speakers only), bitrates and codebook sections of metrics.json."""
+    elbo, acc = None, totals.elbo
+    if acc.n_samples:
+        elbo = acc.result(model.codebook_size, model.sample_rate)
+        elbo |= M.elbo_terms(acc.nll, acc.n_samples, acc.n_latents, model.codebook_size, model.sample_rate)
+        elbo |= {"n_samples": acc.n_samples, "n_latents": acc.n_latents,
+                 "n_utterances": len(totals.elbo_utterances), "speakers": "decoder-known (trained) speakers only"}
+    return {
+        "elbo": elbo,
+        "bitrate": {"latent_bits_per_second": M.latent_bitrate(model.frame_rate, model.codebook_size)},
+        "codebook": {
+            "size": model.codebook_size,
+            "used_codes": int((totals.counts > 0).sum()),
+            "perplexity": float(perplexity(torch.as_tensor(totals.counts, dtype=torch.float64))),
+        },
+        "teacher_forced_log_mel_distance": mean_or_none(totals.teacher_forced),
+    }
+
+
+def speaker_probe(set_: EvalSet, known: Sequence[str], model: VQVAE,
+                  opts: EvalOptions) -> tuple[SpeakerProbe | None, dict[str, Any] | None]:
+    """The speaker-ID probe, fitted on the training split's audio of the known speakers and scored on their
+    validation (held-out sentence) audio; (None, None) without a training split of two or more known speakers."""
+    train = [u for u in set_.train if u.speaker in known]
+    if len({u.speaker for u in train}) < 2:
+        return None, None
+    sample_rate = model.sample_rate
+    train_wavs = load_wavs(evenly(train, MAX_FIT_UTTERANCES), sample_rate, opts.max_seconds, model.peak_normalize)
+    by_id = {u.id: u for u in train}
+    probe = fit_speaker_probe(list(train_wavs.values()), [by_id[u].speaker for u in train_wavs], sample_rate)
+    val = [u for u in set_.val if u.speaker in known]
+    info: dict[str, Any] = {"fitted_on": f"{len(train_wavs)} training-split utterances of "
+                                         f"{len(probe.speakers)} speakers", "natural_val_accuracy": None}
+    if val:
+        val_wavs = load_wavs(val, sample_rate, opts.max_seconds, model.peak_normalize)
+        by_id = {u.id: u for u in val}
+        info["natural_val_accuracy"] = accuracy(probe.predict(list(val_wavs.values())),
+                                                [by_id[u].speaker for u in val_wavs])
+        info["natural_val_utterances"] = len(val_wavs)
+    return probe, info
+
+
+def baseline_for(set_: EvalSet, totals: Totals, model: VQVAE, opts: EvalOptions) -> MFCCKMeans:
+    """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
+    if set_.train:
+        wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), model.sample_rate, opts.max_seconds,
+                         model.peak_normalize)
+        return fit_baseline(list(wavs.values()), model.sample_rate, f"training split ({len(wavs)} utterances)",
+                            seed=opts.seed)
+    return fit_baseline(list(totals.wavs.values()), model.sample_rate,
+                        "the scored audio itself (no training split given)", seed=opts.seed)
+
+
+def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity_: float,
+                  cooccurrence: tuple[np.ndarray, list[str]] | None,
+                  resynthesis: list[tuple[str, str, torch.Tensor]]) -> list[str]:
+    """The PNGs (and the audio of the excerpt and of every resynthesis) into `out`; returns the figure names."""
+    save_figure(codebook_usage_figure(totals.counts, perplexity_), out / "codebook_usage.png")
+    names = ["codebook_usage.png"]
+    if cooccurrence is not None:
+        save_figure(cooccurrence_figure(*cooccurrence), out / "unit_phone_cooccurrence.png")
+        names.append("unit_phone_cooccurrence.png")
+    (out / "audio").mkdir(exist_ok=True)
+    if totals.excerpt is not None:
+        utt, panels, units = totals.excerpt
+        files, titles, wavs = zip(*panels)
+        fig = spectrogram_figure(wavs, [f"{utt}: {t}" for t in titles], model.sample_rate, units, model.frame_rate)
+        save_figure(fig, out / "excerpt.png")
+        names.append("excerpt.png")
+        for name, wav in zip(files, wavs):
+            save_audio(out / "audio" / f"{utt}_{name}.wav", wav, model.sample_rate)
+    if resynthesis:
+        files, titles, wavs = zip(*resynthesis)
+        save_figure(spectrogram_figure(wavs, titles, model.sample_rate), out / "resynthesis.png")
+        names.append("resynthesis.png")
+        for name, wav in zip(files, wavs):
+            save_audio(out / "audio" / f"{name}.wav", wav, model.sample_rate)
+    return names
+
+
+def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path, opts: EvalOptions,
+                        alignment_dir: Path | None = None, prior: UnitPrior | None = None) -> dict[str, Any]:
+    """Score `model` on `set_` (and its units under a learned `prior`), write metrics.json, report.md, figures and
+    audio into `out`; return the metrics."""
+    torch.manual_seed(opts.seed)  # model.decode samples from the global generator
+    known = trained_speakers(model, set_.train)
+    out.mkdir(parents=True, exist_ok=True)
+    totals = evaluate_set(model, set_, known, opts)
+    if not totals.codes:
+        raise ValueError(f"no utterance of {set_.description} could be evaluated "
+                         f"(unreadable, or shorter than {MIN_SAMPLES} samples)")
+    scored_speakers = sorted({u.speaker for u in totals.utterances.values()})
+    m: dict[str, Any] = {
+        "checkpoint": {"path": checkpoint, "sha256": file_sha256(checkpoint), "step": model.step,
+                       "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
+                       "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
+        "data": {"source": set_.description, "split": set_.split, "n_utterances": len(totals.codes),
+                 "speakers": scored_speakers,
+                 "unknown_to_decoder": [s for s in scored_speakers if s not in known],
+                 "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
+        **set_metrics(model, totals),
+        "posterior": summarize(totals.probes, model.codebook_size) if totals.probes else None,
+        "prior": prior_metrics(prior, model, totals) if prior is not None else None,
+    }
+    alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
+    if alignment_dir is not None and not alignments:
+        log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
+    baseline = baseline_for(set_, totals, model, opts)
+    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
+    m["units"]["alignments"] = str(alignment_dir) if alignments else None
+    probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
+    self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
+        [totals.utterances[u] for u in totals.elbo_utterances][: opts.n_resynth]
+    self_wavs = load_wavs(self_utts, model.sample_rate, opts.max_seconds, model.peak_normalize)
+    jobs = resynthesis_jobs(
+        model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
+        {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)
+    m["resynthesis"], panels = resynthesis_quality(model, jobs, probe, opts)
+    m["figures"] = write_figures(model, out, totals, m["codebook"]["perplexity"], cooccurrence, panels)
+    with atomic_write(out / "metrics.json") as f:
+        json.dump(m, f, indent=2)
+    with atomic_write(out / "report.md") as f:
+        f.write(markdown_report(m))
+    return m
+
+
+# ---- report -------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value + 0.0:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(quantity, value) rows of the model summary."""
+    d, e, c = m["data"], m["elbo"], m["codebook"]
+    rows = [
+        ("scored data", (f"{d['source']}: {d['n_utterances']} utterances, {len(d['speakers'])} speakers, "
+                        f"{d['seconds']:.1f} s")),
+        ("speakers unknown to the decoder (no ELBO / teacher forcing)", ", ".join(d["unknown_to_decoder"]) or "none"),
+        ("-ELBO (bits per sample), known speakers", _fmt(e and e["bits_per_sample"])),
+        ("ELBO utterances", _fmt(e and e["n_utterances"])),
+        ("latent bitrate T_z log2 K / s (bits/s)", _fmt(m["bitrate"]["latent_bits_per_second"])),
+        ("codebook perplexity / used codes", f"{_fmt(c['perplexity'])} / {c['used_codes']} of {c['size']}"),
+        ("teacher-forced log-mel distance", _fmt(m["teacher_forced_log_mel_distance"])),
+    ]
+    if m.get("prior"):
+        q = m["prior"]
+        rows += [("KL(q || p) bits/s: uniform prior / learned prior",
+                  f"{_fmt(q['kl_bits_per_second_uniform'])} / {_fmt(q['kl_bits_per_second_prior'])}"),
+                 ("learned prior: unit perplexity (of K)", f"{_fmt(q['unit_perplexity'])} (of {c['size']})")]
+        if q["elbo"]:
+            rows.append(("-ELBO bits/sample: uniform prior / learned prior, known speakers",
+                         f"{_fmt(q['elbo']['bits_per_sample_uniform'])} / {_fmt(q['elbo']['bits_per_sample_prior'])}"))
+    p = m["speaker_probe"]
+    rows.append(("speaker probe on natural held-out sentences (accuracy)",
+                 "n/a (no training split)" if p is None else _fmt(p["natural_val_accuracy"])))
+    for kind in ("self", "conversion"):
+        r = m["resynthesis"][kind]
+        if r is None:
+            continue
+        rows.append((f"{kind}: n / seconds / probe says target / says source",
+                     (f"{r['n']} / {r['seconds']:.1f} / {_fmt(r.get('probe_target_accuracy'))} / "
+                     f"{_fmt(r.get('probe_says_source'))}")))
+        rows.append((f"{kind}: round-trip unit agreement", _fmt(r.get("round_trip_agreement"))))
+        if kind == "self":
+            rows += [("self: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(r.get("mcd_db"))),
+                     ("self: F0 voicing agreement / GPE / corr / RMSE (cents)",
+                      " / ".join(_fmt(r.get(f"f0_{k}")) for k in ("voicing_agreement", "gross_pitch_error",
+                                                                  "f0_correlation", "f0_rmse_cents")))]
+    if m["posterior"]:
+        q = m["posterior"]
+        rows += [(f"posterior probe: argmax = encoder code ({q['n_positions']} positions)",
+                  _fmt(q["argmax_agreement"])), ("KL(q, exact conditional posterior) (nats)", _fmt(q["kl_nats"]))]
+    return rows
+
+
+def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, model, baseline, beats baseline) rows of the units-vs-baseline table."""
+    collapsed = m["units"]["model"]["collapse"]["collapsed"]
+    yes_no = {True: "yes", False: "no", None: "n/a (units collapsed)" if collapsed else "n/a"}
+    return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]), _fmt(r["baseline"]),
+             yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
+
+
+def collapse_lines(m: dict[str, Any]) -> list[str]:
+    """The report's warning paragraph when the units collapsed (none otherwise)."""
+    c = m["units"]["model"]["collapse"]
+    if not c["collapsed"]:
+        return []
+    return [(f"**The units collapsed**: perplexity {_fmt(c['perplexity'], 3)}, code {c['top_code']} on "
+            f"{100 * c['top_code_share']:.0f} % of the frames. Their low bitrate, low speaker leakage and high "
+            "stability are those of a near-constant sequence, so they are not counted as beating the baseline."), ""]
+
+
+def markdown_report(m: dict[str, Any]) -> str:
+    """report.md: what was scored, the model summary, units against the baseline, and the figures."""
+    u = m["units"]
+    lines = [
+        f"# Evaluation of `{m['checkpoint']['path']}` (step {m['checkpoint']['step']})",
+        "",
+        (f"Scored: {m['data']['source']}, {m['data']['n_utterances']} utterances of speakers "
+        f"{', '.join(m['data']['speakers'])}, {m['data']['seconds']:.1f} s. Full numbers: `metrics.json`."),
+        ("ELBO, teacher forcing and the posterior probe: decoder-known (trained) speakers only; held-out speakers "
+        "have never-trained embedding rows, so they are scored on their units and used as conversion sources."),
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in report_rows(m)),
+        "",
+        (f"## Units against the MFCC k-means baseline (K = {u['baseline']['n_units']}, fitted on "
+        f"{u['baseline']['fitted_on']})"),
+        "",
+        (f"Phone scores: {'alignments ' + u['alignments'] if u['alignments'] else 'n/a (no alignments)'}. "
+        "Speaker leakage: cross-validated logistic regression on unit histograms (chance "
+        f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
+        "",
+        *collapse_lines(m),
+        "| measure | model | baseline | beats baseline |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),
+        "",
+        *(f"![{name}]({name})" for name in m["figures"]),
+        "",
+    ]
+    return "\n".join(lines)
+
