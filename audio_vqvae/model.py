@@ -13,7 +13,7 @@ straight-through estimator gives the codebook no gradient from the reconstructio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ from torch import nn
 from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
+from .f0 import F0Stats, log_f0_stats, map_contour
 from .quantizer import VectorQuantizer
+from .source_filter import SpeechDecoder
 from .wavenet.model import WaveNet
 from .wavenet.sampling import generate
 
@@ -117,6 +119,7 @@ class VQVAE(nn.Module):
         sample_rate: int,
         noise_augment_snr_db: Sequence[float] | None = None,
         speed_augment: Sequence[float] | None = None,
+        speech: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not speakers:
@@ -133,6 +136,9 @@ class VQVAE(nn.Module):
         self.sample_rate = sample_rate
         self.peak_normalize: float | None = None  # the training data's data.peak_normalize; see `input_gain`
         self.start_class = int(mu_law_encode(torch.zeros(()), decoder.n_classes))
+        self.speech: SpeechDecoder | None = None
+        if speech is not None:
+            self.attach_speech(speech)
 
     @classmethod
     def from_config(cls, cfg: Any, speakers: Sequence[str]) -> VQVAE:
@@ -141,7 +147,13 @@ class VQVAE(nn.Module):
         quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
         decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
         return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"],
-                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"), cfg.get("speed_augment"))
+                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"), cfg.get("speed_augment"), cfg.get("speech"))
+
+    def attach_speech(self, cfg: Mapping[str, Any]) -> SpeechDecoder:
+        """A new (untrained) speech path per a `model.speech` node (configs/speech/) beside the WaveNet; it decodes
+        these units in one pass given an F0 contour (`training.speech` trains it on the frozen units)."""
+        self.speech = SpeechDecoder(cfg, self.encoder.latent_dim, self.hop, self.sample_rate, self.speakers)
+        return self.speech.to(self.speaker_embedding.weight.device)
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> VQVAE:
@@ -312,13 +324,20 @@ class VQVAE(nn.Module):
         progress: Any = None,
         kernel: str = "auto",
         generator: torch.Generator | None = None,
+        decoder: str = "auto",
+        f0: Contour | Sequence[Contour | None] | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
-        """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list), by incremental sampling.
+        """Codes [T_z] (or a list) -> waveform [T_z * hop] at the model rate (or a list).
+
+        decoder: "source_filter" (the speech path, one pass, given an F0 contour), "wavenet" (incremental sampling
+        of the likelihood decoder) or "auto" (the speech path when the model has one). f0: per item an (F0 Hz,
+        voiced) pair of arrays at the speech path's frame rate (`SpeechDecoder.track` of the source), or None for
+        the F0 predictor's contour; the WaveNet takes none.
 
         A batch is padded with zero latents (not a code), which is what an item alone sees past its end, so each item
-        of a batch decodes as it would alone, for both upsampling modes. kernel: the generation loop, "auto"
-        (compiled numba on CPU, torch elsewhere), "torch" or "numba". generator: the random source of the sampling
-        (None = torch's global one), so a seeded generator makes the output reproducible with either kernel.
+        of a batch decodes as it would alone. WaveNet: kernel, the generation loop, "auto" (compiled numba on CPU,
+        torch elsewhere), "torch" or "numba"; temperature and greedy. generator: the random source of the sampling
+        or the noise (None = torch's global one), so a seeded generator makes the output reproducible.
         """
         single = isinstance(codes, torch.Tensor)
         seqs = [codes] if single else list(codes)
@@ -333,6 +352,13 @@ class VQVAE(nn.Module):
         valid = torch.arange(padded.shape[1], device=self.device) < n_frames[:, None]  # [B, T_z]
         latents = self.quantizer.lookup(padded) * valid[:, None]  # [B, D, T_z], zero past each item's end
         spk = torch.tensor([self.speaker_index(s) for s in speakers], device=self.device)
+        if self.resolve_decoder(decoder) == "source_filter":
+            contours = f0 if isinstance(f0, Sequence) and not _is_contour(f0) else [f0] * len(seqs)
+            wavs = self._speak(latents, spk, n_frames, list(contours), generator)[:, 0]
+            out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
+            return out[0] if single else out
+        if f0 is not None:
+            raise ValueError("decode: decoder=wavenet takes no F0 contour (the speech path does)")
         classes = generate(
             self.decoder,
             latents,
@@ -349,11 +375,105 @@ class VQVAE(nn.Module):
         out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
         return out[0] if single else out
 
+    def resolve_decoder(self, decoder: str) -> str:
+        """"auto" -> "source_filter" when the model has a speech path, else "wavenet"; a ValueError for unknown names
+        or for the speech path on a checkpoint without one."""
+        if decoder not in DECODER_CHOICES:
+            raise ValueError(f"decoder: {decoder!r} is not one of {', '.join(DECODER_CHOICES)}")
+        if decoder == "auto":
+            return "source_filter" if self.speech is not None else "wavenet"
+        if decoder == "source_filter" and self.speech is None:
+            raise ValueError("decoder=source_filter: this checkpoint has no speech path (F0 + source-filter decoder); "
+                             "train one with audio-vqvae-train-speech vqvae=CHECKPOINT")
+        return decoder
+
+    def _speak(self, latents: torch.Tensor, spk: torch.Tensor, n_frames: torch.Tensor,
+               contours: list[Contour | None], generator: torch.Generator | None) -> torch.Tensor:
+        """The speech path on a padded batch: latents [B, D, T_z] (zero past each end), speakers and unit counts
+        [B], one contour (or None: predicted) per item -> waveform [B, 1, T_z * hop]."""
+        speech = self.speech
+        per_unit = self.hop // speech.f0_hop
+        n_f0, lengths = latents.shape[-1] * per_unit, n_frames * self.hop
+        f0 = torch.zeros(len(contours), n_f0, device=self.device)
+        voiced = torch.zeros(len(contours), n_f0, dtype=torch.bool, device=self.device)
+        if any(c is None for c in contours):
+            f0, voiced = speech.predict_f0(latents, spk, n_f0, lengths)
+        for i, c in enumerate(contours):
+            if c is not None:
+                f0[i], voiced[i] = fit_contour(c, int(n_frames[i]) * per_unit, n_f0, self.device)
+        return speech.synthesise(latents, spk, f0, voiced, lengths, generator)
+
+    def f0_contour(self, wav: torch.Tensor | np.ndarray) -> Contour:
+        """The model-rate input [T] (`prepare`) -> its (F0 Hz, voiced) at the speech path's frame rate."""
+        if self.speech is None:
+            raise ValueError("F0: this checkpoint has no speech path (its F0 frame rate and tracker settings)")
+        return self.speech.track(np.asarray(wav, dtype=np.float32))
+
+    @torch.inference_mode()
     def convert(
-        self, wav: torch.Tensor, sr: int, target_speaker: str | int, temperature: float = 1.0, greedy: bool = False
+        self,
+        wav: torch.Tensor | np.ndarray,
+        sr: int,
+        target_speaker: str | int,
+        temperature: float = 1.0,
+        greedy: bool = False,
+        decoder: str = "auto",
+        f0: str = "mapped",
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Voice conversion: encode the source utterance, decode its units with the target speaker's embedding."""
-        return self.decode(self.encode(wav, sr), target_speaker, temperature=temperature, greedy=greedy)
+        """Voice conversion: encode the source utterance, decode its units with the target speaker's embedding.
+
+        With the speech path, f0 picks the contour: "mapped" (the source's, its log-F0 mean and std moved to the
+        target speaker's: the field's usual conversion), "source" (unchanged) or "predicted" (the F0 predictor's,
+        in the target's register)."""
+        if f0 not in F0_CHOICES:
+            raise ValueError(f"f0: {f0!r} is not one of {', '.join(F0_CHOICES)}")
+        x = self.prepare(wav, sr)
+        codes = self.encode_prepared([x])[0]
+        if self.resolve_decoder(decoder) == "wavenet":
+            return self.decode(codes, target_speaker, temperature, greedy, decoder="wavenet", generator=generator)
+        contour = None if f0 == "predicted" else self.f0_contour(x.numpy())
+        if f0 == "mapped":
+            contour = mapped_contour(contour, self.speech.speaker_stats(self.speaker_index(target_speaker)))
+        return self.decode(codes, target_speaker, decoder="source_filter", f0=contour, generator=generator)
+
+
+Contour = tuple[np.ndarray, np.ndarray]
+"""An F0 contour: (F0 in Hz [T_f] float, voiced [T_f] bool) at the speech path's frame rate."""
+
+DECODER_CHOICES = ("auto", "source_filter", "wavenet")
+F0_CHOICES = ("mapped", "source", "predicted")
+CONTOUR_SLACK = 8
+"""F0 frames a given contour may run past its units' frames (whole-file tracks end up to one unit frame later)."""
+
+
+def _is_contour(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and all(isinstance(a, np.ndarray) for a in x)
+
+
+def fit_contour(contour: Contour, n: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A contour for n F0 frames (the units' own), cropped from at most CONTOUR_SLACK more, zero-padded to size;
+    a ValueError when its length disagrees with the units'."""
+    f0, voiced = (np.asarray(a).reshape(-1) for a in contour)
+    if len(f0) != len(voiced) or not n <= len(f0) <= n + CONTOUR_SLACK:
+        raise ValueError(f"F0 contour of {len(f0)} frames ({len(voiced)} voicing flags) does not fit its units: "
+                         f"expected {n} to {n + CONTOUR_SLACK} frames")
+
+    def pad(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return F.pad(torch.as_tensor(a[:n], dtype=dtype, device=device), (0, size - n))
+
+    return pad(np.nan_to_num(f0.astype(np.float32)), torch.float32), pad(voiced.astype(bool), torch.bool)
+
+
+def mapped_contour(contour: Contour, target: F0Stats) -> Contour:
+    """The source contour with its own log-F0 mean and std (over its voiced frames) moved to the target's; a
+    contour without a voiced frame stays as it is."""
+    f0, voiced = contour
+    source = log_f0_stats([contour])
+    if source is None:
+        return contour
+    mapped = map_contour(torch.from_numpy(f0), torch.from_numpy(voiced), source, target)
+    return mapped.numpy().astype(np.float32), voiced
 
 
 UNITS_BATCH = 16

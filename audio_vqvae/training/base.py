@@ -272,16 +272,17 @@ class Solver(ABC):
 
     def setup(self, model: torch.nn.Module,
               optimizer: Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer], state: Any,
-              broadcast_buffers: bool = True) -> None:
-        """The model (on the device), its optimisation (`optimizer(params)`, schedule, scaler), the initial state, the module that runs the
-        steps (compiled and DDP-wrapped as configured) and rank 0's TensorBoard writer (cfg, tcfg, ddp, device,
-        run_dir set before)."""
+              broadcast_buffers: bool = True, runs: torch.nn.Module | None = None) -> None:
+        """The model (on the device), its optimisation (`optimizer(params)`, schedule, scaler), the initial state, the
+        module that runs the steps (`runs`, default the model), compiled and DDP-wrapped as configured, and rank 0's
+        TensorBoard writer (cfg, tcfg, ddp, device, run_dir set before)."""
         t = self.tcfg
         self.amp_dtype = autocast_dtype(t.precision)
         self.model = model
         self.opt = Optimization.build(optimizer(model.parameters()), t, self.device)
         self.state = state
-        self.net = torch.compile(self.model) if t.compile else self.model
+        runs = self.model if runs is None else runs  # the part whose forward the steps call (the trained part)
+        self.net = torch.compile(runs) if t.compile else runs
         if self.ddp.world_size > 1:
             self.net = DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
