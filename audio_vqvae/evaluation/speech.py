@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import jiwer
 import numpy as np
 from pocketsphinx import Decoder
 
-from ..audio import resample
+from ..audio import SILENT_PEAK, resample
 
 GROSS_PITCH_ERROR = 0.2
 """A frame voiced in both tracks is a gross pitch error when its F0 is more than 20 % off the reference's: the
@@ -99,10 +100,15 @@ def to_pcm16(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def recognise(wav: np.ndarray, sample_rate: int) -> str:
     """The recogniser's best word sequence for one utterance (mono float [T] at sample_rate), normalised as by
-    `normalise_text`; "" when it hears no words. Decodes the whole utterance in one pass (full_utt)."""
+    `normalise_text`; "" when it hears no words. Decodes the whole utterance in one pass (full_utt: cepstral mean
+    normalisation over the utterance, so the result does not depend on earlier calls). Silent audio (peak below
+    SILENT_PEAK) is "" without decoding: on digital zeros the model hallucinates a word."""
+    pcm = to_pcm16(wav, sample_rate)
+    if pcm.size == 0 or np.abs(pcm).max() < SILENT_PEAK * 32767:
+        return ""
     decoder = _decoder()
     decoder.start_utt()
-    decoder.process_raw(to_pcm16(wav, sample_rate).tobytes(), full_utt=True)
+    decoder.process_raw(pcm.tobytes(), full_utt=True)
     decoder.end_utt()
     hyp = decoder.hyp()
     return normalise_text(hyp.hypstr) if hyp is not None else ""
