@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.evaluation.speech import (
@@ -14,7 +15,6 @@ from audio_vqvae.evaluation.speech import (
     to_pcm16,
     word_error_rate,
 )
-from tests.helpers import REPO
 
 NAN = math.nan
 

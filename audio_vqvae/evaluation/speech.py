@@ -20,8 +20,8 @@ from ..audio import SILENT_PEAK, resample
 
 GROSS_PITCH_ERROR = 0.2
 """A frame voiced in both tracks is a gross pitch error when its F0 is more than 20 % off the reference's: the
-standard threshold (Rabiner et al. 1976, "A comparative performance study of several pitch detection algorithms";
-Chu & Alwan 2009, "Reducing F0 frame error of F0 tracking algorithms under noisy conditions")."""
+usual definition of GPE (e.g. Chu & Alwan 2009, "Reducing F0 frame error of F0 tracking algorithms under noisy
+conditions with an unvoiced/voiced classification frontend", ICASSP)."""
 
 MAX_FRAME_MISMATCH = 3
 """Two tracks of the same audio may differ by a few frames (padding, rounding); more means they are not aligned."""
