@@ -298,13 +298,16 @@ def write_features(model: VQVAE, data: DictConfig, seed: int, features_dir: Path
 def vqvae_data(ckpt_config: dict[str, Any], overrides: DictConfig) -> DictConfig:
     """The VQ-VAE checkpoint's data config with the run's `data.*` overrides (where the files are); the split keys
     (seed, held-out speakers and sentences, val_per_speaker) stay the checkpoint's."""
+    if not ckpt_config.get("data"):
+        raise ValueError("vqvae: the checkpoint records no data config (a corpus and split) to train the speech path on")
     data = OmegaConf.create(ckpt_config["data"])
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     fixed = {"held_out_speakers", "held_out_sentences", "val_per_speaker", "sentence_key", "name"}
-    changed = sorted(fixed & set(overrides or {}))
+    changed = sorted(fixed & set(overrides))
     if changed:
         raise ValueError(f"data.{changed[0]}: the speech path trains on the VQ-VAE's own split; only where its files "
                          "are (data.root, data.manifest ...) may be overridden")
-    return OmegaConf.merge(data, overrides or {})
+    return OmegaConf.merge(data, overrides)
 
 
 def train_speech(cfg: DictConfig) -> VQVAE:
@@ -315,6 +318,7 @@ def train_speech(cfg: DictConfig) -> VQVAE:
         raise ValueError("vqvae: give the trained VQ-VAE, vqvae=CHECKPOINT (.pt or a pretrained directory)")
     model = VQVAE.from_checkpoint(cfg.vqvae, device)
     ckpt_config = model.config
+    seed_everything(cfg.seed + ddp.rank)
     model.attach_speech(OmegaConf.to_container(cfg.speech, resolve=True))
     data = vqvae_data(ckpt_config, cfg.data)
     paths = ddp.from_main(lambda: write_features(model, data, ckpt_config["seed"], run.run_dir / "features",
@@ -322,7 +326,6 @@ def train_speech(cfg: DictConfig) -> VQVAE:
     train, val = SpeechFeatures.load(paths["train"]), SpeechFeatures.load(paths["val"])
     model.speech.set_stats(speaker_stats({s: [(f, v) for f, v, k in zip(train.f0, train.voiced, train.speakers)
                                               if model.speakers[k] == s] for s in model.speakers}))
-    seed_everything(cfg.seed + ddp.rank)
     cfg.data = data
     if ddp.is_main:
         (run.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
