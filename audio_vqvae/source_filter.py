@@ -152,19 +152,41 @@ def exp_sigmoid(x: Tensor) -> Tensor:
 def upsample_frames(x: Tensor, hop: int, n_frames: Tensor | None = None) -> Tensor:
     """Frames [B, C, T_f] (frame i measured at sample (i + 0.5) hop) -> samples [B, C, T_f * hop], linear between
     frame centres and held at the ends. n_frames [B]: each item's valid frames in a padded batch; an item's last
-    valid frame is held past it, so every item upsamples as it would alone."""
-    B, _, n = x.shape
-    pos = (torch.arange(n * hop, device=x.device, dtype=x.dtype) + 0.5) / hop - 0.5  # [T] in frames
-    last = torch.full((B,), n - 1, device=x.device) if n_frames is None else (n_frames.to(x.device) - 1).clamp_min(0)
-    lo = pos.floor().long().clamp_min(0)[None].expand(B, -1)  # [B, T]
-    lo = torch.minimum(lo, last[:, None])
-    hi = torch.minimum(lo + 1, last[:, None])
-    w = (pos[None] - lo).clamp(0, 1)[:, None]  # [B, 1, T]
+    valid frame is held past it (at the frame rate, before interpolating), so every item upsamples as it would
+    alone."""
+    if n_frames is not None:
+        idx = torch.minimum(torch.arange(x.shape[-1], device=x.device)[None],
+                            (n_frames.to(x.device) - 1).clamp_min(0)[:, None])  # [B, T_f]
+        x = x.gather(2, idx[:, None].expand(-1, x.shape[1], -1))
+    return F.interpolate(x, size=x.shape[-1] * hop, mode="linear", align_corners=False)
 
-    def take(idx: Tensor) -> Tensor:
-        return x.gather(2, idx[:, None].expand(-1, x.shape[1], -1))
 
-    return take(lo) * (1 - w) + take(hi) * w
+def harmonic_sum(amplitudes: Tensor, phase: Tensor, hop: int, n_frames: Tensor | None = None) -> Tensor:
+    """sum_k A_k(t) sin(k phase(t)) for harmonic amplitudes [B, H, T_f] at frame centres, linearly interpolated
+    between them as `upsample_frames` does (held at the ends and past each item's n_frames), and phase [B, T_f * hop]
+    -> [B, T_f * hop].
+
+    Why not `upsample_frames` then a sum: between two frame centres A_k(t) = lo_k + w(t) (hi_k - lo_k), so the sum is
+    one matrix product per half-frame-shifted segment of hop samples with the segment's (lo, hi - lo) pair, which
+    never writes the [B, H, T] amplitude tensor (3x faster on a CPU)."""
+    _, H, n = amplitudes.shape
+    if hop % 2:
+        raise ValueError(f"harmonic_sum: the F0 frame hop must be even (frame centres on whole samples), got {hop}")
+    if n_frames is not None:
+        last = (n_frames.to(phase.device) - 1).clamp_min(0)[:, None]
+        amplitudes = amplitudes.gather(2, torch.minimum(torch.arange(n, device=phase.device)[None], last)[:, None]
+                                       .expand(-1, H, -1))
+    held = torch.cat([amplitudes[..., :1], amplitudes, amplitudes[..., -1:]], -1)  # frames -1 .. n: [B, H, n + 2]
+    lo, hi = held[..., :-1], held[..., 1:]  # segment j spans samples [(j - 1/2) hop, (j + 1/2) hop): [B, H, n + 1]
+    half = hop // 2
+    shifted = F.pad(phase, (half, hop - half))  # [B, (n + 1) hop]: segment j = samples j hop .. j hop + hop - 1
+    k = torch.arange(1, H + 1, device=phase.device, dtype=phase.dtype)
+    sines = torch.sin(shifted.unflatten(-1, (n + 1, hop))[..., None] * k)  # [B, n + 1, hop, H]
+    pairs = torch.stack([lo, hi - lo], -1).transpose(1, 2)  # [B, n + 1, H, 2]
+    both = sines @ pairs  # [B, n + 1, hop, 2]: sum_k sin * lo_k and sum_k sin * (hi_k - lo_k)
+    w = (torch.arange(hop, device=phase.device, dtype=phase.dtype) + 0.5) / hop  # position past lo's centre
+    out = both[..., 0] + w * both[..., 1]
+    return out.flatten(1)[:, half: half + n * hop]
 
 
 def filtered_noise(noise: Tensor, magnitudes: Tensor, hop: int) -> Tensor:
@@ -242,11 +264,9 @@ class HarmonicNoiseDecoder(nn.Module):
         v = voiced.to(f0_hz.dtype)
         harmonic = harmonic.masked_fill(k * f0_hz[:, None] >= self.sample_rate / 2, -1e4)  # nothing above Nyquist
         amplitudes = torch.softmax(harmonic, 1) * (exp_sigmoid(loudness) * v)[:, None]  # [B, H, T_f]
-        amplitudes, f0_t = upsample_frames(torch.cat([amplitudes, f0_hz[:, None]], 1), hop, n_frames).split(
-            [self.n_harmonics, 1], 1)
-        cycles = torch.cumsum(f0_t[:, 0].double() / self.sample_rate, -1)
+        cycles = torch.cumsum(upsample_frames(f0_hz[:, None], hop, n_frames)[:, 0].double() / self.sample_rate, -1)
         phase = (2 * math.pi * (cycles - cycles.floor())).to(f0_hz.dtype)  # [B, T], kept small: exact over hours
-        harmonics = (amplitudes * torch.sin(k * phase[:, None])).sum(1)
+        harmonics = harmonic_sum(amplitudes, phase, hop, n_frames)
         mask = _valid(lengths, B, T, f0_hz.device)
         if noise is None:
             noise = torch.rand(B, T, generator=generator, device=f0_hz.device, dtype=f0_hz.dtype) * 2 - 1

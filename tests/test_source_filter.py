@@ -14,6 +14,7 @@ from audio_vqvae.source_filter import (
     SourceFilterDecoder,
     f0_predictor_loss,
     filtered_noise,
+    harmonic_sum,
     stft_loss,
     upsample_frames,
 )
@@ -211,3 +212,14 @@ def test_harmonic_noise_output_is_periodic_at_the_given_f0() -> None:
             f0_out, voiced = track(wav[0, 0].numpy(), SR)
             assert voiced[5:-5].all()
             assert np.median(f0_out[voiced]) == pytest.approx(hz, rel=0.01)
+
+
+def test_harmonic_sum_equals_upsampled_amplitudes_times_sines() -> None:
+    gen = torch.Generator().manual_seed(0)
+    amplitudes, phase = torch.rand(2, 5, 7, generator=gen), 6 * torch.rand(2, 7 * 8, generator=gen)
+    n_frames = torch.tensor([7, 4])
+    k = torch.arange(1, 6.0)[None, :, None]
+    expected = (upsample_frames(amplitudes, 8, n_frames) * torch.sin(k * phase[:, None])).sum(1)
+    torch.testing.assert_close(harmonic_sum(amplitudes, phase, 8, n_frames), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="hop must be even"):
+        harmonic_sum(amplitudes, phase[:, :49], 7)
