@@ -37,19 +37,21 @@ def source(seconds: float, sample_rate: int) -> np.ndarray:
 def measure(seconds: float, repeats: int, wavenet_seconds: float) -> dict[str, Any]:
     """x real time of each job at 1 and 2 threads."""
     model = VQVAE.from_pretrained(str(VQVAE_DIR))
+    wav = source(seconds, model.sample_rate)
+    codes = model.encode(wav, model.sample_rate)
     out: dict[str, Any] = {}
     for kind in ("harmonic_noise", "nsf"):
         model.attach_speech(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "speech" / f"{kind}.yaml")))
         model.speech.log_f0_stats.fill_(1.0)  # stand-in statistics: any speaker may decode
-        wav = source(seconds, model.sample_rate)
-        codes, contour = model.encode(wav, model.sample_rate), model.f0_contour(wav)
+        contour = model.f0_contour(wav)
+
+        def decode(contour: tuple = contour) -> None:
+            model.decode(codes, 0, f0=contour)
+
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            t = median_seconds(lambda: model.decode(codes, 0, f0=contour), repeats)
-            out[f"{kind}_decode_x_real_time_{threads}t"] = seconds / t
-        if kind == "harmonic_noise":
-            t = median_seconds(lambda: model.f0_contour(wav), repeats)
-            out["f0_extraction_x_real_time"] = seconds / t
+            out[f"{kind}_decode_x_real_time_{threads}t"] = seconds / median_seconds(decode, repeats)
+    out["f0_extraction_x_real_time"] = seconds / median_seconds(lambda: model.f0_contour(wav), repeats)
     torch.set_num_threads(1)
     short = model.encode(source(wavenet_seconds, model.sample_rate), model.sample_rate)
     model.decode(short[:5], 0, decoder="wavenet")  # numba compile / cache load

@@ -1,6 +1,7 @@
 """The README's first command (demo.sh) end to end, with a tiny model so it runs in seconds, then the eval command on
 the checkpoint it leaves (with the demo corpus's phone labels)."""
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from audio_vqvae.cli.eval import main as eval_main
+from audio_vqvae.model import VQVAE
 from audio_vqvae.unitfile import read_units
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,9 +23,11 @@ def test_demo_script_trains_extracts_units_resynthesises_and_converts(tmp_path):
         ["bash", str(REPO / "demo.sh"), str(run), "model=tiny", "trainer.max_steps=4", "trainer.val_every=2",
          "trainer.ckpt_every=2", "trainer.num_workers=0", "data.segment_length=1024"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "SPEECH_OVERRIDES": "speech=tiny trainer.max_steps=2 segment_frames=160"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert VQVAE.from_checkpoint(str(run / "speech" / "checkpoints" / "last.pt")).speech is not None
     units = read_units(run / "units" / "demo.txt")
     assert len(units) == 168
     for name in ["gb_f", "sc_m", "cb_f"]:

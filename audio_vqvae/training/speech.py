@@ -28,7 +28,7 @@ from ..data import Utterance, load_corpus, split_corpus
 from ..f0 import speaker_stats
 from ..io import atomic_write
 from ..model import VQVAE
-from ..source_filter import SpeechOutput, f0_predictor_loss, stft_loss
+from ..source_filter import STFT_RESOLUTIONS, SpeechOutput, f0_predictor_loss, stft_loss
 from .base import Preemption, Solver, TrainerConfig, seed_everything, start_run
 from .runs import write_run_files
 
@@ -165,6 +165,10 @@ class SpeechTrainer(Solver):
                  meta: dict[str, Any], ddp: Any, device: torch.device) -> None:
         self.cfg, self.tcfg, self.run_dir, self.ckpt_dir = cfg, TrainerConfig.from_config(cfg.trainer), run_dir, run_dir / "checkpoints"
         self.train_set, self.val_set, self.meta, self.ddp, self.device = train, val, meta, ddp, device
+        shortest = max(STFT_RESOLUTIONS["fft_sizes"]) // 2 + 1
+        if cfg.segment_frames * model.hop < shortest:
+            raise ValueError(f"segment_frames: {cfg.segment_frames} units ({cfg.segment_frames * model.hop} samples) "
+                             f"are shorter than the STFT loss's longest frame needs ({shortest} samples)")
         model.requires_grad_(False)
         model.speech.requires_grad_(True)
         t = self.tcfg
