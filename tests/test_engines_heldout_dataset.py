@@ -1,6 +1,7 @@
 """The shipped datasets/engines_heldout set (flite and festival voices) indexes as the eval reads it: 14 voices x the
 same 10 sentences, 16 kHz mono, every utterance with a phone alignment that covers it and shares one phone set."""
 import csv
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -76,3 +77,20 @@ def test_every_utterance_has_an_alignment_covering_it(corpus):
     labels = frame_labels(alignments["fs_ked_201"], 150, 50.0, vocab)
     assert (labels >= 0).mean() > 0.6  # most 50 Hz frames of a 3 s utterance are labelled with a phone
     np.testing.assert_array_equal(labels[:5], -1)  # the lead-in pause is silence, ignored by the metrics
+
+
+def test_field_abx_item_file_from_the_alignments():
+    """benchmarks/field_abx.py's item file: one line per non-silent phone with both neighbours, pauses as SIL."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from field_abx import item_lines
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    alignments = load_alignments(ROOT / "alignments" / "fs_ked_201.tsv")
+    segs = alignments["fs_ked_201"]
+    lines = item_lines(alignments, {"fs_ked_201": "fs_ked"})
+    assert lines[0] == "#file onset offset #phone prev-phone next-phone speaker"
+    assert len(lines) - 1 == sum(s.phone != "sil" for s in segs[1:-1])
+    first = segs[1]  # the first phone, after the lead-in pause
+    assert lines[1] == f"fs_ked_201 {first.start:.3f} {first.end:.3f} {first.phone} SIL {segs[2].phone} fs_ked"
+    assert all(len(line.split()) == 7 for line in lines[1:])
