@@ -34,18 +34,11 @@ import torch
 from measure import load_average, machine, write_results
 
 from audio_vqvae import metrics as M
-from audio_vqvae.alignments import SILENCE, Segment, build_vocab, frame_labels, load_alignments
-from audio_vqvae.baselines import FRAME_RATE as BASELINE_RATE
-from audio_vqvae.baselines import baseline_features, fit_baseline
-from audio_vqvae.evaluate import (
-    MAX_FIT_UTTERANCES,
-    EvalOptions,
-    corpus_set,
-    data_config,
-    evenly,
-    load_wavs,
-    matched_alignments,
-)
+from audio_vqvae.alignments import SILENCE, Segment, build_vocab, frame_labels, load_alignments, matched_alignments
+from audio_vqvae.data import evenly, load_wavs
+from audio_vqvae.evaluation.baselines import FRAME_RATE as BASELINE_RATE
+from audio_vqvae.evaluation.baselines import baseline_features, fit_baseline
+from audio_vqvae.evaluation.sets import MAX_FIT_UTTERANCES, EvalOptions, corpus_set, data_config
 from audio_vqvae.model import VQVAE
 
 HERE = Path(__file__).resolve().parent
