@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +40,7 @@ class PriorState:
 
     step: int = 0
     best_nll: float = float("inf")
+    nonfinite_total: int = 0
     nonfinite_consecutive: int = 0
     finished: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
@@ -107,8 +109,10 @@ class PriorTrainer(Solver):
                              "world size or batch size); pick another run_dir=...")
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This step's batch (a function of seed, rank and step) on the device."""
-        seed = (self.cfg.seed * 1000 + self.ddp.rank) * 1_000_003 + self.state.step
+        """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
+        retry of a skipped step draws another batch and a resumed run the same one."""
+        s = self.state
+        seed = int(np.random.SeedSequence([self.cfg.seed, self.ddp.rank, s.step, s.nonfinite_total]).generate_state(1)[0])
         units, lengths, speaker = training_batch(self.train_set, self.tcfg.batch_size, self.cfg.units.max_frames,
                                                  torch.Generator().manual_seed(seed))
         return (units.to(self.device), lengths.to(self.device),
@@ -124,10 +128,7 @@ class PriorTrainer(Solver):
         loss = (nll * mask).sum() / mask.sum()
         self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(loss.detach()), every=True):
-            self.state.nonfinite_consecutive += 1
-            if self.state.nonfinite_consecutive >= self.tcfg.max_nonfinite:
-                raise RuntimeError(f"{self.state.nonfinite_consecutive} non-finite losses in a row at step "
-                                   f"{self.state.step}; lower trainer.lr")
+            self.count_nonfinite(float(loss.detach()))
             return None
         self.state.nonfinite_consecutive = 0
         self.opt.step(loss, self.model.parameters(), self.tcfg.grad_clip)
@@ -169,8 +170,7 @@ class PriorTrainer(Solver):
                         self.writer.add_scalar("train/nll_per_unit", loss, state.step)
                         self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
                         bar.set_postfix(nll=f"{loss:.3f}")
-                    self.periodic(final=state.step == t.max_steps)
-                if state.step < t.max_steps and self.preempted(preemption):
+                if self.after_step(preemption, stepped=loss is not None):
                     break
         bar.close()
         if self.writer is not None:
