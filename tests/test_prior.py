@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, write_mixed_corpus
+from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, write_mixed_corpus, write_wav
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.data import load_corpus, split_corpus
 from audio_vqvae.metrics import elbo_terms, elbo_with_prior
 from audio_vqvae.model import VQVAE
 from audio_vqvae.prior.model import UnitPrior
@@ -303,3 +305,24 @@ def test_nonfinite_prior_steps_are_counted_logged_retried_on_another_batch_and_s
     calls["nan_at"] = {"all"}
     with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
         train_prior(config(tmp_path / "run2", units, "trainer.max_steps=4", "trainer.max_nonfinite=3"))
+
+
+def test_a_prior_from_a_corpus_splits_it_as_the_vqvae_was_trained(tmp_path, data_cfg):
+    """The VQ-VAE checkpoint holds seed 7 and a held-out speaker: the prior (its own seed 1234, no held-out speaker)
+    trains on that run's training utterances only and validates on its validation ones; split.yaml says so."""
+    wavs = write_mixed_corpus(tmp_path / "wavs")
+    for i in range(4):
+        write_wav(wavs / "spk1" / f"e{i}.wav", 0.2, seed=10 + i)
+    vq_data = data_cfg("folder", root=str(wavs), held_out_speakers=["spk2"], val_per_speaker=2)
+    ckpt = make_checkpoint(tmp_path / "vq.pt")
+    saved = load_checkpoint(ckpt)
+    save_checkpoint(ckpt, saved["model"], {**saved["config"], "data": OmegaConf.to_container(vq_data), "seed": 7},
+                    saved["speakers"], 0)
+    vq_split = split_corpus(load_corpus(vq_data), vq_data, 7)
+    run = tmp_path / "run"
+    train_prior(config(run, None, f"vqvae={ckpt}", "data=folder", f"data.root={wavs}", "trainer.max_steps=1"))
+    train, val = load_units(run / "units" / "train.txt", 16), load_units(run / "units" / "val.txt", 16)
+    assert sorted(train) == sorted(u.id for u in vq_split.train) and sorted(val) == sorted(u.id for u in vq_split.val)
+    assert not any(u.startswith("spk2") for u in [*train, *val])
+    split = OmegaConf.load(run / "units" / "split.yaml")
+    assert split.seed == 7 and "checkpoint" in split.split_by and split.data.held_out_speakers == ["spk2"]

@@ -178,15 +178,30 @@ class PriorTrainer(Solver):
         return self.model
 
 
+def vqvae_split(data: DictConfig, model: VQVAE, seed: int) -> tuple[DictConfig, int, str]:
+    """The data node and seed that split the corpus for the prior: the VQ-VAE checkpoint's own when it was trained on
+    this corpus layout (data.name), with the prior's data.root, so that its validation and test utterances stay out
+    of the prior's training set; else the prior run's `data` and `seed` (another corpus). -> (data, seed, source)."""
+    own = model.config.get("data")
+    if not own or own.get("name") != data.name:
+        return data, seed, "the prior run's data config and seed (not the corpus the VQ-VAE was trained on)"
+    node = OmegaConf.merge(OmegaConf.create(own), {"sample_rate": model.sample_rate},
+                           {"root": data.root} if data.get("root") is not None else {})
+    return node, int(model.config.get("seed", seed)), "the VQ-VAE checkpoint's data config and seed"
+
+
 def corpus_units(data: DictConfig, vqvae: str, units_dir: Path, seed: int, batch_size: int,
                  device: torch.device) -> dict[str, str | None]:
     """A data node and a VQ-VAE checkpoint -> units files of the corpus's training and validation utterances (split as
-    `audio-vqvae-train` splits it with the same seed; held-out speakers are left out) and a speaker map, written in
-    units_dir (a rerun resumes them) -> the `units` keys that point at them."""
+    the VQ-VAE's training run split it, `vqvae_split`; held-out speakers and sentences are left out) and a speaker
+    map, written in units_dir with split.yaml (what split it; a rerun resumes them) -> the `units` keys."""
     model = VQVAE.from_checkpoint(vqvae, device)
-    data = OmegaConf.merge(data, {"sample_rate": model.sample_rate})
+    data, seed, source = vqvae_split(OmegaConf.merge(data, {"sample_rate": model.sample_rate}), model, seed)
     corpus = load_corpus(data)
     split = split_corpus(corpus, data, seed)
+    units_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save({"split_by": source, "seed": seed, "data": data}, units_dir / "split.yaml")
+    log.info("units of the %s split by %s (see %s)", data.name, source, units_dir / "split.yaml")
     keys = {"path": units_dir / "train.txt", "val_path": units_dir / "val.txt" if split.val else None,
             "speaker_map": units_dir / "speakers.tsv"}
     write_units(model, split.train, keys["path"], skipped=corpus.skipped, batch_size=batch_size)
