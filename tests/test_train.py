@@ -368,3 +368,7 @@ def test_validation_accumulator_sums_whole_set_elbo_and_perplexity():
     assert result["used_codes"] == 2
     with pytest.raises(ValueError, match="no samples"):
         ELBOAccumulator().result(4, 16000)
+
+
+def test_validation_line_prints_no_negative_zero_bitrate_for_collapsed_units():
+    assert train_mod.curves_text({"units/entropy_bits_per_second": -0.0}) == "  unit bitrate 0 bits/s"

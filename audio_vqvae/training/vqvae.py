@@ -58,7 +58,7 @@ def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
     if "units/entropy_bits_per_second" in curves:
-        text += f"  unit bitrate {curves['units/entropy_bits_per_second']:.0f} bits/s"
+        text += f"  unit bitrate {max(0.0, curves['units/entropy_bits_per_second']):.0f} bits/s"  # no "-0" at collapse
     return text
 
 
