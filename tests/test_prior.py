@@ -326,3 +326,11 @@ def test_a_prior_from_a_corpus_splits_it_as_the_vqvae_was_trained(tmp_path, data
     assert not any(u.startswith("spk2") for u in [*train, *val])
     split = OmegaConf.load(run / "units" / "split.yaml")
     assert split.seed == 7 and "checkpoint" in split.split_by and split.data.held_out_speakers == ["spk2"]
+
+
+@pytest.mark.parametrize("changed", ["units.max_frames=8", "units.val_fraction=0.25", "units.split_seed=1"])
+def test_resuming_a_prior_with_other_units_settings_is_refused(tmp_path, changed):
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    with pytest.raises(ValueError, match="not a resumable checkpoint of this prior run"):
+        train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto", changed))

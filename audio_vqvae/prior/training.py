@@ -91,7 +91,9 @@ class PriorTrainer(Solver):
 
     def identity(self) -> dict[str, Any]:
         """What must match for a resume to be the same run."""
-        return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "units": str(self.cfg.units.path),
+        return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "speakers": self.speakers,
+                "units": {k: None if v is None else str(v)
+                          for k, v in OmegaConf.to_container(self.cfg.units, resolve=True).items()},
                 "data": OmegaConf.to_container(self.cfg.data, resolve=True) if "data" in self.cfg else None,
                 "seed": self.cfg.seed, "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size}
 
@@ -105,8 +107,9 @@ class PriorTrainer(Solver):
         """Refuse an export or a checkpoint of another prior run."""
         saved = ckpt["resume"]
         if saved is None or saved.get("identity") != self.identity():
-            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units, seed, "
-                             "world size or batch size); pick another run_dir=...")
+            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units settings "
+                             "(file, val_fraction, split_seed, speaker map, max_frames), speakers, seed, world size or "
+                             "batch size); pick another run_dir=...")
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
