@@ -17,6 +17,7 @@ import operator
 import os
 import random
 import re
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -626,7 +627,10 @@ def collate_segments(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tupl
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed `random` and numpy in each DataLoader worker from torch's per-worker seed (torch seeds itself)."""
+    """Seed `random` and numpy in each DataLoader worker from torch's per-worker seed (torch seeds itself), and ignore
+    SIGTERM there: Slurm and torchrun signal the whole process group, and a worker that died of it would make the main
+    process raise instead of writing last.pt (the main process stops the workers when it is done)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

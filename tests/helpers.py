@@ -146,11 +146,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_script(script: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """tests/<script> with `args` under torchrun, 2 processes on this machine (gloo); the finished process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(Path(__file__).with_name(script)), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
+
+
 def torchrun(out: Path, config: str, overrides: list[str], env: dict[str, str] | None = None) -> list[dict]:
     """Train config `train` or `prior` with 2 gloo processes (tests/ddp_worker.py); each rank's final state dict."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(Path(__file__).with_name("ddp_worker.py")), str(out), config, *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
+    proc = torchrun_script("ddp_worker.py", [str(out), config, *overrides], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]

@@ -12,6 +12,7 @@ from helpers import SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+from audio_vqvae.cli import eval as eval_cli
 from audio_vqvae.data import Utterance
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
@@ -200,3 +201,26 @@ def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_m
     assert q["kl_bits_per_second_prior"] == pytest.approx(q["kl_bits_per_second_uniform"], rel=1e-5)
     assert q["elbo"] is None  # no decoder-known forward in these totals
     assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(-25 * math.log(model.codebook_size), rel=1e-5)
+
+
+def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_path, data_cfg, monkeypatch):
+    """eval --data with the checkpoint's own corpus spelled relative or absolute scores its validation split (not all
+    of it, training utterances included); another corpus is scored whole."""
+    own, other = tmp_path / "own", tmp_path / "other"
+    write_corpus(own, speakers=SPEAKERS[:2], per_speaker=3)
+    write_corpus(other, speakers=SPEAKERS[2:], per_speaker=2)
+    ckpt = make_checkpoint(tmp_path / "vq.pt")
+    saved = load_checkpoint(ckpt)
+    data = OmegaConf.to_container(data_cfg("folder", root=str(own), cache=False, val_per_speaker=1), resolve=True)
+    save_checkpoint(ckpt, saved["model"], {**saved["config"], "data": data, "seed": 3}, saved["speakers"], 0)
+    model = VQVAE.from_checkpoint(str(ckpt))
+    monkeypatch.chdir(tmp_path)
+    for root, split in [("own", "val"), (str(own), "val"), ("./other", "all")]:
+        args = eval_cli.parse_args([str(ckpt), "--data", "folder", f"data.root={root}", "data.cache=false",
+                                    "data.val_per_speaker=1", "--out", "x"])
+        assert eval_cli.eval_set(args, model).split == split, root
+
+
+def test_renamed_eval_flags_keep_their_old_names():
+    args = eval_cli.parse_args(["c.pt", "--out", "x", "--n-sampled", "3", "--sampled-seconds", "0.5"])
+    assert (args.n_resynth, args.resynth_seconds) == (3, 0.5)

@@ -3,21 +3,25 @@ corpus, mixed precision, DDP) and the score CLI."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, write_mixed_corpus
+from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, write_mixed_corpus, write_wav
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.data import load_corpus, split_corpus
 from audio_vqvae.metrics import elbo_terms, elbo_with_prior
 from audio_vqvae.model import VQVAE
 from audio_vqvae.prior.model import UnitPrior
-from audio_vqvae.prior.training import train_prior
+from audio_vqvae.prior.training import PriorTrainer, train_prior
 from audio_vqvae.training.base import autocast_dtype
 from audio_vqvae.unitfile import UnitsSidecar, load_units, read_speaker_map
 
@@ -242,3 +246,91 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     assert all(len(sf.read(w)[0]) == (20 + 50) * 16 for w in wavs)  # the prompt's 20 units, then 0.05 s
     with pytest.raises(SystemExit, match="one --speaker"):
         generate.main([a if a != "p226" else "p226,p227" for a in args])
+
+
+def test_sigterm_saves_before_a_due_validation_and_the_prior_resumes_exactly(tmp_path, monkeypatch):
+    """SIGTERM during step 3 (validation due after every step): last.pt is written at step 3 before that validation
+    runs (its history ends at step 2), the run stops there, and resume=auto reaches an uninterrupted run's weights."""
+    units = write_units(tmp_path / "units.txt")
+    step = PriorTrainer.train_step
+
+    def signalled(self):
+        loss = step(self)
+        if self.state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(PriorTrainer, "train_step", signalled)
+    train_prior(config(tmp_path / "b", units, "trainer.max_steps=6", "trainer.val_every=1", "trainer.ckpt_every=100"))
+    saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert saved["step"] == 3 and not saved["resume"]["state"]["finished"]
+    assert [h["step"] for h in saved["resume"]["state"]["history"]] == [0, 1, 2]
+    monkeypatch.setattr(PriorTrainer, "train_step", step)
+    resumed = train_prior(config(tmp_path / "b", units, "trainer.max_steps=6", "trainer.val_every=1",
+                                 "trainer.ckpt_every=100", "trainer.resume=auto"))
+    full = train_prior(config(tmp_path / "a", units, "trainer.max_steps=6", "trainer.val_every=1",
+                              "trainer.ckpt_every=100"))
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_nonfinite_prior_steps_are_counted_logged_retried_on_another_batch_and_stop_the_run(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """A NaN loss at the third step: skipped, counted in the state, logged, and the retry draws another batch; NaN
+    losses throughout stop the run after trainer.max_nonfinite in a row."""
+    units, forward, batch = write_units(tmp_path / "units.txt"), UnitPrior.forward, PriorTrainer.batch
+    calls, drawn = {"n": 0, "nan_at": {3}}, []
+
+    def poisoned(self, units, speaker=None, *args):
+        out = forward(self, units, speaker, *args)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in calls["nan_at"] or "all" in calls["nan_at"]:
+                out = out * float("nan")
+        return out
+
+    def recorded(self):
+        out = batch(self)
+        drawn.append(out[0])
+        return out
+
+    monkeypatch.setattr(UnitPrior, "forward", poisoned)
+    monkeypatch.setattr(PriorTrainer, "batch", recorded)
+    with caplog.at_level("WARNING"):
+        train_prior(config(tmp_path / "run", units, "trainer.max_steps=4"))
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]
+    assert state["step"] == 4 and state["nonfinite_total"] == 1 and state["nonfinite_consecutive"] == 0
+    assert "step 2: non-finite loss" in caplog.text and len(drawn) == 5
+    assert not (drawn[2].shape == drawn[3].shape and torch.equal(drawn[2], drawn[3]))  # the retry's batch differs
+    calls["nan_at"] = {"all"}
+    with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
+        train_prior(config(tmp_path / "run2", units, "trainer.max_steps=4", "trainer.max_nonfinite=3"))
+
+
+def test_a_prior_from_a_corpus_splits_it_as_the_vqvae_was_trained(tmp_path, data_cfg):
+    """The VQ-VAE checkpoint holds seed 7 and a held-out speaker: the prior (its own seed 1234, no held-out speaker)
+    trains on that run's training utterances only and validates on its validation ones; split.yaml says so."""
+    wavs = write_mixed_corpus(tmp_path / "wavs")
+    for i in range(4):
+        write_wav(wavs / "spk1" / f"e{i}.wav", 0.2, seed=10 + i)
+    vq_data = data_cfg("folder", root=str(wavs), held_out_speakers=["spk2"], val_per_speaker=2)
+    ckpt = make_checkpoint(tmp_path / "vq.pt")
+    saved = load_checkpoint(ckpt)
+    save_checkpoint(ckpt, saved["model"], {**saved["config"], "data": OmegaConf.to_container(vq_data), "seed": 7},
+                    saved["speakers"], 0)
+    vq_split = split_corpus(load_corpus(vq_data), vq_data, 7)
+    run = tmp_path / "run"
+    train_prior(config(run, None, f"vqvae={ckpt}", "data=folder", f"data.root={wavs}", "trainer.max_steps=1"))
+    train, val = load_units(run / "units" / "train.txt", 16), load_units(run / "units" / "val.txt", 16)
+    assert sorted(train) == sorted(u.id for u in vq_split.train) and sorted(val) == sorted(u.id for u in vq_split.val)
+    assert not any(u.startswith("spk2") for u in [*train, *val])
+    split = OmegaConf.load(run / "units" / "split.yaml")
+    assert split.seed == 7 and "checkpoint" in split.split_by and split.data.held_out_speakers == ["spk2"]
+
+
+@pytest.mark.parametrize("changed", ["units.max_frames=8", "units.val_fraction=0.25", "units.split_seed=1"])
+def test_resuming_a_prior_with_other_units_settings_is_refused(tmp_path, changed):
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    with pytest.raises(ValueError, match="not a resumable checkpoint of this prior run"):
+        train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto", changed))

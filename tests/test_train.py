@@ -198,25 +198,26 @@ def test_resume_after_sigkill(tmp_path, corpus):
 
 
 def test_sigterm_writes_last_checkpoint_and_resume_matches_uninterrupted_run(tmp_path, corpus):
-    """SIGTERM mid-run: the step in flight finishes, last.pt is written at it, the process exits 0; resume=auto then
-    reaches the same weights as a run that was never stopped (constant lr, so max_steps does not shape the run)."""
+    """SIGTERM to the whole process group (as Slurm and torchrun send it), with 2 DataLoader workers: the workers
+    ignore it, the step in flight finishes, last.pt is written at it, the process exits 0; resume=auto then reaches
+    the same weights as a run that was never stopped (constant lr, so max_steps does not shape the run)."""
     common = ["trainer.lr_schedule=constant", "trainer.warmup_steps=2", "trainer.val_every=1000", "trainer.keep_last=0"]
     args = [f"data.root={corpus}", f"run_dir={tmp_path / 'b' / 'run'}", "model=tiny", "data=folder",
             "data.segment_length=1024", "data.val_per_speaker=1", "data.val_max_seconds=0.25", "trainer.batch_size=2",
-            "trainer.num_workers=0", "trainer.max_steps=400", "trainer.ckpt_every=2", "trainer.deterministic=true",
+            "trainer.num_workers=2", "trainer.max_steps=400", "trainer.ckpt_every=2", "trainer.deterministic=true",
             *common]
     # one thread everywhere: a multi-threaded BLAS may use fewer threads on a busy machine, and another summation
     # order is not bit-identical
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "audio_vqvae.cli.train", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     last = tmp_path / "b" / "run" / "checkpoints" / "last.pt"
     try:
         deadline = time.monotonic() + 300  # a busy machine starts the app slowly
         while not (last.exists() and load_checkpoint(last)["step"] >= 2):
             assert proc.poll() is None and time.monotonic() < deadline, "training exited early or never checkpointed"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # the main process and its DataLoader workers
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -227,8 +228,9 @@ def test_sigterm_writes_last_checkpoint_and_resume_matches_uninterrupted_run(tmp
     torch.set_num_threads(1)
     try:
         resumed = train_mod.train(config(tmp_path / "b", f"data.root={corpus}", "trainer.resume=auto",
-                                         f"trainer.max_steps={step + 2}", *common))
-        full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.max_steps={step + 2}", *common))
+                                         f"trainer.max_steps={step + 2}", "trainer.num_workers=2", *common))
+        full = train_mod.train(config(tmp_path / "a", f"data.root={corpus}", f"trainer.max_steps={step + 2}",
+                                      "trainer.num_workers=2", *common))
     finally:
         torch.set_num_threads(threads)
     assert_same_weights(full.state_dict(), resumed.state_dict())
@@ -366,3 +368,7 @@ def test_validation_accumulator_sums_whole_set_elbo_and_perplexity():
     assert result["used_codes"] == 2
     with pytest.raises(ValueError, match="no samples"):
         ELBOAccumulator().result(4, 16000)
+
+
+def test_validation_line_prints_no_negative_zero_bitrate_for_collapsed_units():
+    assert train_mod.curves_text({"units/entropy_bits_per_second": -0.0}) == "  unit bitrate 0 bits/s"

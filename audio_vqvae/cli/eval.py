@@ -14,7 +14,16 @@ from pathlib import Path
 
 from ..device import resolve_device
 from ..evaluation.report import evaluate_checkpoint
-from ..evaluation.sets import SPLITS, EvalOptions, EvalSet, corpus_set, data_config, file_set, with_training_reference
+from ..evaluation.sets import (
+    SPLITS,
+    EvalOptions,
+    EvalSet,
+    corpus_set,
+    data_config,
+    file_set,
+    same_corpus,
+    with_training_reference,
+)
 from ..model import VQVAE
 from ..prior.model import UnitPrior
 from .common import run_app
@@ -39,10 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps")
     p.add_argument("--max-seconds", type=float, help="crop every utterance to its first S seconds (default: whole)")
     p.add_argument("--max-utterances", type=int, help="score only the first N utterances (by id)")
-    p.add_argument("--n-resynth", type=int, default=d.n_resynth,
-                   help="training-speaker utterances resynthesised with their own speaker (sampled WaveNet: slow)")
+    p.add_argument("--n-resynth", "--n-sampled", type=int, default=d.n_resynth,
+                   help="training-speaker utterances resynthesised with their own speaker (sampled WaveNet: slow); "
+                        "--n-sampled is its old name, kept as an alias for this release")
     p.add_argument("--n-convert", type=int, default=d.n_convert, help="scored utterances converted to a training speaker")
-    p.add_argument("--resynth-seconds", type=float, default=d.resynth_seconds, help="length of each decoded excerpt")
+    p.add_argument("--resynth-seconds", "--sampled-seconds", type=float, default=d.resynth_seconds,
+                   help="length of each decoded excerpt (--sampled-seconds: its old name, an alias for this release)")
     p.add_argument("--convert-to", help="conversion target speaker (default: training speakers in turn)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
     p.add_argument("--abx-triplets", type=int, default=d.abx_triplets, help="ABX triplets per condition (at most)")
@@ -71,7 +82,7 @@ def eval_set(args: argparse.Namespace, model: VQVAE) -> EvalSet:
     seed = int(model.config.get("seed", 0))
     own = model.config.get("data")
     data = data_config(model.config, args.data, args.overrides) if not args.files else None
-    foreign = args.files or (own is not None and str(data.root) != str(own.get("root")))
+    foreign = args.files or (own is not None and not same_corpus(data, own))
     if args.files:
         set_ = file_set(args.files)
     else:

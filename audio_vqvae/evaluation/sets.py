@@ -90,6 +90,16 @@ def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False) -
                    parts.train, parts.val, split)
 
 
+def same_corpus(data: DictConfig, own: Any) -> bool:
+    """Whether `data` names the corpus the checkpoint was trained on (`own`, its data config): the same layout and
+    the same root (and manifest) once resolved, so a relative and an absolute spelling of one path agree."""
+    def where(node: Any, key: str) -> Path | None:
+        value = node.get(key)
+        return None if value is None else Path(str(value)).expanduser().resolve()
+
+    return data.get("name") == own.get("name") and all(where(data, k) == where(own, k) for k in ("root", "manifest"))
+
+
 def with_training_reference(set_: EvalSet, reference: EvalSet) -> EvalSet:
     """`set_` scored, with the baseline and speaker probe fitted on (and self-resynthesis drawn from) the training
     and validation splits of `reference`, the checkpoint's own training corpus: speech the model was trained on, so

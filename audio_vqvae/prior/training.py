@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +40,7 @@ class PriorState:
 
     step: int = 0
     best_nll: float = float("inf")
+    nonfinite_total: int = 0
     nonfinite_consecutive: int = 0
     finished: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,7 +91,9 @@ class PriorTrainer(Solver):
 
     def identity(self) -> dict[str, Any]:
         """What must match for a resume to be the same run."""
-        return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "units": str(self.cfg.units.path),
+        return {"prior": OmegaConf.to_container(self.cfg.prior, resolve=True), "speakers": self.speakers,
+                "units": {k: None if v is None else str(v)
+                          for k, v in OmegaConf.to_container(self.cfg.units, resolve=True).items()},
                 "data": OmegaConf.to_container(self.cfg.data, resolve=True) if "data" in self.cfg else None,
                 "seed": self.cfg.seed, "world_size": self.ddp.world_size, "batch_size": self.tcfg.batch_size}
 
@@ -103,12 +107,15 @@ class PriorTrainer(Solver):
         """Refuse an export or a checkpoint of another prior run."""
         saved = ckpt["resume"]
         if saved is None or saved.get("identity") != self.identity():
-            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units, seed, "
-                             "world size or batch size); pick another run_dir=...")
+            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units settings "
+                             "(file, val_fraction, split_seed, speaker map, max_frames), speakers, seed, world size or "
+                             "batch size); pick another run_dir=...")
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This step's batch (a function of seed, rank and step) on the device."""
-        seed = (self.cfg.seed * 1000 + self.ddp.rank) * 1_000_003 + self.state.step
+        """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
+        retry of a skipped step draws another batch and a resumed run the same one."""
+        s = self.state
+        seed = int(np.random.SeedSequence([self.cfg.seed, self.ddp.rank, s.step, s.nonfinite_total]).generate_state(1)[0])
         units, lengths, speaker = training_batch(self.train_set, self.tcfg.batch_size, self.cfg.units.max_frames,
                                                  torch.Generator().manual_seed(seed))
         return (units.to(self.device), lengths.to(self.device),
@@ -124,10 +131,7 @@ class PriorTrainer(Solver):
         loss = (nll * mask).sum() / mask.sum()
         self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(loss.detach()), every=True):
-            self.state.nonfinite_consecutive += 1
-            if self.state.nonfinite_consecutive >= self.tcfg.max_nonfinite:
-                raise RuntimeError(f"{self.state.nonfinite_consecutive} non-finite losses in a row at step "
-                                   f"{self.state.step}; lower trainer.lr")
+            self.count_nonfinite(float(loss.detach()))
             return None
         self.state.nonfinite_consecutive = 0
         self.opt.step(loss, self.model.parameters(), self.tcfg.grad_clip)
@@ -169,8 +173,7 @@ class PriorTrainer(Solver):
                         self.writer.add_scalar("train/nll_per_unit", loss, state.step)
                         self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
                         bar.set_postfix(nll=f"{loss:.3f}")
-                    self.periodic(final=state.step == t.max_steps)
-                if state.step < t.max_steps and self.preempted(preemption):
+                if self.after_step(preemption, stepped=loss is not None):
                     break
         bar.close()
         if self.writer is not None:
@@ -178,15 +181,30 @@ class PriorTrainer(Solver):
         return self.model
 
 
+def vqvae_split(data: DictConfig, model: VQVAE, seed: int) -> tuple[DictConfig, int, str]:
+    """The data node and seed that split the corpus for the prior: the VQ-VAE checkpoint's own when it was trained on
+    this corpus layout (data.name), with the prior's data.root, so that its validation and test utterances stay out
+    of the prior's training set; else the prior run's `data` and `seed` (another corpus). -> (data, seed, source)."""
+    own = model.config.get("data")
+    if not own or own.get("name") != data.name:
+        return data, seed, "the prior run's data config and seed (not the corpus the VQ-VAE was trained on)"
+    node = OmegaConf.merge(OmegaConf.create(own), {"sample_rate": model.sample_rate},
+                           {"root": data.root} if data.get("root") is not None else {})
+    return node, int(model.config.get("seed", seed)), "the VQ-VAE checkpoint's data config and seed"
+
+
 def corpus_units(data: DictConfig, vqvae: str, units_dir: Path, seed: int, batch_size: int,
                  device: torch.device) -> dict[str, str | None]:
     """A data node and a VQ-VAE checkpoint -> units files of the corpus's training and validation utterances (split as
-    `audio-vqvae-train` splits it with the same seed; held-out speakers are left out) and a speaker map, written in
-    units_dir (a rerun resumes them) -> the `units` keys that point at them."""
+    the VQ-VAE's training run split it, `vqvae_split`; held-out speakers and sentences are left out) and a speaker
+    map, written in units_dir with split.yaml (what split it; a rerun resumes them) -> the `units` keys."""
     model = VQVAE.from_checkpoint(vqvae, device)
-    data = OmegaConf.merge(data, {"sample_rate": model.sample_rate})
+    data, seed, source = vqvae_split(OmegaConf.merge(data, {"sample_rate": model.sample_rate}), model, seed)
     corpus = load_corpus(data)
     split = split_corpus(corpus, data, seed)
+    units_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save({"split_by": source, "seed": seed, "data": data}, units_dir / "split.yaml")
+    log.info("units of the %s split by %s (see %s)", data.name, source, units_dir / "split.yaml")
     keys = {"path": units_dir / "train.txt", "val_path": units_dir / "val.txt" if split.val else None,
             "speaker_map": units_dir / "speakers.tsv"}
     write_units(model, split.train, keys["path"], skipped=corpus.skipped, batch_size=batch_size)

@@ -4,7 +4,8 @@ preemption, save/restore of every state an exact resume needs (model, optimizer,
 the trainer's state dataclass), seeding, and the start of a run (device, DDP, run directory, resume choice).
 
 The contract: a trainer sets `cfg`, `tcfg` (TrainerConfig), `ckpt_dir`, `ddp`, `device`, `model`, `opt`
-(Optimization) and `state` (a dataclass with at least `step` and `finished`), builds them with `setup`, and
+(Optimization) and `state` (a dataclass with at least `step`, `finished`, `nonfinite_total` and
+`nonfinite_consecutive`), builds them with `setup`, and
 implements `save` (one checkpoint file), `check_resumable` (refuse a checkpoint of another run) and
 `run_validation` (rank 0: validate, log, keep best.pt).
 """
@@ -59,6 +60,7 @@ class TrainerConfig:
     resume: Any
     max_nonfinite: int
     deterministic: bool
+    wait_timeout_s: float
 
     @classmethod
     def from_config(cls, node: DictConfig) -> TrainerConfig:
@@ -225,6 +227,7 @@ def start_run(cfg: DictConfig, threads: int = 0) -> RunStart:
     """The common start of both trainers: DDP from the environment, the device, torch threads (0: torch's default),
     the run directory (rank 0's: its ${now:} may differ by a second), the resume choice and deterministic mode."""
     ddp = Distributed.from_env()
+    ddp.wait_timeout_s = float(cfg.trainer.wait_timeout_s)
     device = resolve_device(cfg.device, ddp.local_rank)
     ddp.init(device)
     if device.type == "cuda":
@@ -326,3 +329,26 @@ class Solver(ABC):
         self.save_last()
         log.warning("SIGTERM: stopped at step %d; last.pt written, continue with trainer.resume=auto", self.state.step)
         return True
+
+    def count_nonfinite(self, loss: float) -> None:
+        """Book a step skipped for a non-finite loss (every rank together): count it (in a row and in all), log it,
+        and stop the run with a RuntimeError after trainer.max_nonfinite in a row."""
+        state, limit = self.state, self.tcfg.max_nonfinite
+        state.nonfinite_total += 1
+        state.nonfinite_consecutive += 1
+        log.warning("step %d: non-finite loss (%s on this rank), step skipped (%d in a row, %d in all)", state.step,
+                    loss, state.nonfinite_consecutive, state.nonfinite_total)
+        if state.nonfinite_consecutive >= limit:
+            raise RuntimeError(f"{state.nonfinite_consecutive} non-finite losses in a row at step {state.step} "
+                               f"(trainer.max_nonfinite={limit}); lower trainer.lr or check the data")
+
+    def after_step(self, preemption: Preemption, stepped: bool) -> bool:
+        """What follows a training step, in this order: on SIGTERM (any rank) last.pt is written at once and True
+        returned (stop; a due validation is left out, it would delay the save past the grace period before SIGKILL);
+        else, when the step counted (`stepped`), the validation and checkpoints due (`periodic`). Collective."""
+        final = self.state.step >= self.tcfg.max_steps
+        if not final and self.preempted(preemption):
+            return True
+        if stepped:
+            self.periodic(final=final)
+        return False

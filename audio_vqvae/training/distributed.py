@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -19,6 +20,9 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    wait_timeout_s: float = 4 * 3600.0
+    """How long `from_main` lets the other ranks wait for rank 0's work (trainer.wait_timeout_s)."""
+    _wait_groups: dict[float, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -44,17 +48,26 @@ class Distributed:
             dist.all_reduce(value, op=dist.ReduceOp.MIN if every else dist.ReduceOp.MAX)
         return bool(value)
 
-    def from_main(self, make: Callable[[], T]) -> T:
-        """Rank 0 computes make() and every rank gets its result (or raises its exception): work done once."""
+    def wait_group(self, timeout_s: float) -> Any:
+        """A gloo group of every rank whose collectives wait up to timeout_s (the default group's timeout, 10 or 30
+        minutes, is too short for work rank 0 does alone); created once per timeout, collectively."""
+        if timeout_s not in self._wait_groups:
+            self._wait_groups[timeout_s] = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        return self._wait_groups[timeout_s]
+
+    def from_main(self, make: Callable[[], T], timeout_s: float | None = None) -> T:
+        """Rank 0 computes make() and every rank gets its result (or raises its exception): work done once. The other
+        ranks wait up to timeout_s (default: wait_timeout_s) for it, not the process group's default timeout."""
         if self.world_size == 1:
             return make()
+        group = self.wait_group(self.wait_timeout_s if timeout_s is None else timeout_s)
         holder: list[Any] = [None, None]
         if self.is_main:
             try:
                 holder[0] = make()
             except Exception as err:  # noqa: BLE001 - re-raised on every rank below
                 holder[1] = err
-        dist.broadcast_object_list(holder, src=0)
+        dist.broadcast_object_list(holder, src=0, group=group)
         if holder[1] is not None:
             raise holder[1]
         return holder[0]

@@ -58,7 +58,7 @@ def curves_text(curves: dict[str, float]) -> str:
     """The unit curves' part of the validation log line: PNMI (with alignments) and the entropy bitrate."""
     text = f"  PNMI {curves['units/pnmi']:.3f}" if "units/pnmi" in curves else ""
     if "units/entropy_bits_per_second" in curves:
-        text += f"  unit bitrate {curves['units/entropy_bits_per_second']:.0f} bits/s"
+        text += f"  unit bitrate {max(0.0, curves['units/entropy_bits_per_second']):.0f} bits/s"  # no "-0" at collapse
     return text
 
 
@@ -155,13 +155,7 @@ class Trainer(Solver):
             out: VQVAEOutput = self.net(wav, speaker)
         self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(out.loss.detach()), every=True):
-            state.nonfinite_total += 1
-            state.nonfinite_consecutive += 1
-            log.warning("step %d: non-finite loss (%s on this rank), step skipped (%d in a row, %d in all)", state.step,
-                        float(out.loss.detach()), state.nonfinite_consecutive, state.nonfinite_total)
-            if state.nonfinite_consecutive >= t.max_nonfinite:
-                raise RuntimeError(f"{state.nonfinite_consecutive} non-finite losses in a row at step {state.step} "
-                                   f"(trainer.max_nonfinite={t.max_nonfinite}); lower trainer.lr or check the data")
+            self.count_nonfinite(float(out.loss.detach()))
             return None
         state.nonfinite_consecutive = 0
         self.opt.step(out.loss, self.model.parameters(), t.grad_clip)
@@ -289,10 +283,7 @@ class Trainer(Solver):
                         s = self.log_step(out, throughput)
                         bar.set_postfix(recon=f"{s['reconstruction_loss']:.3f}", bps=f"{s['bits_per_sample']:.3f}",
                                         ppl=f"{s['perplexity']:.1f}", sps=f"{throughput:.1f}")
-                    self.periodic(final=state.step == t.max_steps)
-                if state.step >= t.max_steps:
-                    break
-                if self.preempted(preemption):
+                if self.after_step(preemption, stepped=out is not None) or state.step >= t.max_steps:
                     break
         bar.close()
         if self.writer is not None:
