@@ -15,7 +15,9 @@ def test_eval_cli_on_files(tmp_path, capsys):
     main([str(ckpt), "--files", str(tmp_path / "corpus"), "--out", str(out), "--n-resynth", "0", "--n-convert", "0",
           "--posterior-positions", "0", "--device", "cpu"])
     m = json.loads((out / "metrics.json").read_text())
-    assert m["data"]["n_utterances"] == 2 and m["resynthesis"] == {"self": None, "conversion": None}
+    r = m["resynthesis"]
+    assert m["data"]["n_utterances"] == 2 and r["decoder"] == "wavenet" and r["targets"] == []
+    assert all(r[k] is None for k in ("self", "conversion", "conversion_seen", "conversion_unseen", "intelligibility"))
     assert "beats baseline" in capsys.readouterr().out
 
 
