@@ -12,9 +12,11 @@ from helpers import SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
-from audio_vqvae.data import Utterance
+from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
+from audio_vqvae.evaluation.resynthesis import contours, resynthesis_jobs, resynthesis_quality
 from audio_vqvae.evaluation.scoring import Totals
 from audio_vqvae.evaluation.sets import (
     EvalOptions,
@@ -26,6 +28,7 @@ from audio_vqvae.evaluation.sets import (
     with_training_reference,
 )
 from audio_vqvae.evaluation.units import collapse, comparison
+from audio_vqvae.f0 import F0Stats
 from audio_vqvae.model import VQVAE
 from audio_vqvae.prior.model import UnitPrior
 
@@ -201,3 +204,93 @@ def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_m
     assert q["kl_bits_per_second_prior"] == pytest.approx(q["kl_bits_per_second_uniform"], rel=1e-5)
     assert q["elbo"] is None  # no decoder-known forward in these totals
     assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(-25 * math.log(model.codebook_size), rel=1e-5)
+
+
+def speech_checkpoint(tmp_path: Path, data) -> Path:
+    """The tiny checkpoint trained on `data` (seed 3) with the untrained tiny speech path (configs/speech/tiny.yaml at
+    1000 F0 frames/s, which tiles the tiny model's 16-sample units) and log-F0 statistics for its training
+    speakers SPEAKERS[:2] (120 and 160 Hz)."""
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "tiny.pt"))
+    speech = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "speech" / "tiny.yaml")) | {"frame_rate": 1000.0}
+    model_cfg = {**ckpt["config"]["model"], "speech": speech}
+    model = VQVAE.from_config(model_cfg, ckpt["speakers"])
+    assert set(model.load_state_dict(ckpt["model"], strict=False).missing_keys) == {
+        k for k in model.state_dict() if k.startswith("speech.")}
+    model.speech.set_stats({s: F0Stats(math.log(120.0 + 40 * i), 0.2) for i, s in enumerate(SPEAKERS[:2])})
+    config = {"model": model_cfg, "data": OmegaConf.to_container(data, resolve=True), "seed": 3}
+    save_checkpoint(tmp_path / "speech.pt", model.state_dict(), config, ckpt["speakers"], step=5)
+    return tmp_path / "speech.pt"
+
+
+def test_the_speech_path_is_scored_by_default_pitch_probe_wer_and_targets_next_to_natural_audio(tmp_path, data_cfg):
+    root = tmp_path / "corpus"
+    ids = write_corpus(root, speakers=SPEAKERS, per_speaker=3)
+    ids = [f"{u.split('_')[0]}_{u}" for u in ids]  # the folder layout's ids: <speaker dir>_<file stem>
+    (root / "transcripts.tsv").write_text("".join(f"{u}\tthe old lighthouse keeper\n" for u in ids))
+    data = data_cfg("folder", root=str(root), cache=False, held_out_speakers=[SPEAKERS[2]], val_per_speaker=1,
+                    transcripts="transcripts.tsv")
+    model = VQVAE.from_checkpoint(str(speech_checkpoint(tmp_path, data)))
+    set_ = corpus_set(data_config(model.config, None, []), "all", 3)
+    assert set_.transcripts == {u: "the old lighthouse keeper" for u in ids}
+    opts = EvalOptions(n_resynth=2, n_convert=9, resynth_seconds=0.1, abx_triplets=30, posterior_positions=0)
+    m = evaluate_checkpoint(model, str(tmp_path / "speech.pt"), set_, tmp_path / "eval", opts)
+    finite_numbers(m)
+    r = m["resynthesis"]
+    assert r["decoder"] == "source_filter" and r["f0"] == "mapped" and "1000 frames/s" in r["pitch_tracker"]
+    assert r["self"]["n"] == 2 and r["conversion"]["n"] == 9
+    assert r["conversion_seen"]["n"] == 6 and r["conversion_unseen"]["n"] == 3  # p227 is held out
+    assert {u["seen"] for u in r["conversion"]["utterances"]} == {True, False}
+    for kind in ("self", "conversion_seen", "conversion_unseen"):
+        p = r[kind]["pitch"]
+        assert p["n_frames"] > 0 and 0 <= p["voicing_agreement"] <= 1
+        assert all(p[k] is None or 0 <= p[k] <= 1 for k in ("voiced_recall", "gpe")) and (p["median_cents"] or 0) >= 0
+        assert 0 <= r[kind]["round_trip_agreement"] <= 1 and 0 <= r[kind]["probe_target_accuracy"] <= 1
+    assert r["self"]["mcd_db"] >= 0 and "mcd_db" not in r["conversion_seen"]
+    assert 0 <= r["conversion_seen"]["probe_says_source"] <= 1 and r["conversion_unseen"]["probe_says_source"] is None
+    assert r["conversion_unseen"]["probe_natural_accuracy"] is None  # the probe does not know held-out speakers
+    assert 0 <= r["self"]["probe_natural_accuracy"] <= 1
+    w = r["intelligibility"]
+    assert w["n"] == 2 and w["n_words"] == 8 and w["audio"] == "whole utterances"
+    assert [u["seconds"] for u in w["utterances"]] == [SECONDS] * 2  # whole 0.4-s utterances, not the 0.1-s excerpts
+    assert w["wer_natural"] >= 0 and w["wer_resynthesis"] >= 0
+    assert w["wer_ratio"] is None if w["wer_natural"] == 0 else w["wer_ratio"] == pytest.approx(
+        w["wer_resynthesis"] / w["wer_natural"])
+    rows = {t["measure"]: t for t in r["targets"]}
+    assert len(rows) == 16 and rows["self: MCD (dB)"]["met"] == (r["self"]["mcd_db"] <= 6)
+    assert rows["conversion from unseen: gross pitch error"]["target"] == "<= 0.1"
+    for t in rows.values():
+        op, threshold = t["target"].split()
+        assert t["met"] is None if t["value"] is None else t["met"] == (
+            t["value"] >= float(threshold) if op == ">=" else t["value"] <= float(threshold))
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Speech against its targets (issue 19)" in report and "recogniser WER natural" in report
+    assert all(line.count("|") in (3, 5) for line in report.splitlines() if line.startswith("|"))
+
+
+def test_decoder_and_f0_choices_of_the_resynthesis(tmp_path, data_cfg):
+    root = tmp_path / "corpus"
+    write_corpus(root, speakers=SPEAKERS[:2], per_speaker=1)
+    model = VQVAE.from_checkpoint(str(speech_checkpoint(tmp_path, data_cfg("folder", root=str(root), cache=False))))
+    f0 = np.where(np.arange(100) % 10 < 7, 200.0 * 2 ** (np.sin(np.arange(100) / 9) / 4), 0.0).astype(np.float32)
+    source = (f0, f0 > 0)
+    job = {"kind": "conversion", "target": SPEAKERS[1]}
+    given, ref = contours(model, job, source, EvalOptions())
+    assert given is ref and np.array_equal(ref[1], source[1])
+    assert np.log(ref[0][ref[1]]).mean() == pytest.approx(math.log(160.0), abs=1e-4)  # the target's statistics
+    assert np.log(ref[0][ref[1]]).std() == pytest.approx(0.2, abs=1e-3)
+    assert contours(model, job, source, EvalOptions(f0="source")) == (source, source)
+    given, ref = contours(model, job, source, EvalOptions(f0="predicted"))
+    assert given is None and np.log(ref[0][ref[1]]).mean() == pytest.approx(math.log(160.0), abs=1e-4)
+    assert contours(model, {"kind": "self", "target": SPEAKERS[0]}, source, EvalOptions(f0="predicted")) == (
+        source, source)
+    wav = load_wavs(file_set([str(root)]).utterances[:1], 16000, None, model.peak_normalize)
+    jobs = resynthesis_jobs(model, {}, {u: (w, SPEAKERS[0]) for u, w in wav.items()}, SPEAKERS[:2],
+                            EvalOptions(resynth_seconds=None))
+    assert jobs[0]["wav"].size == int(SECONDS * 16000) // 16 * 16 and jobs[0]["target"] == SPEAKERS[1]
+    section, _ = resynthesis_quality(model, jobs, None, EvalOptions(decoder="wavenet", resynth_seconds=None))
+    assert section["decoder"] == "wavenet" and section["f0"] is None and section["conversion_seen"]["n"] == 1
+    old = VQVAE.from_checkpoint(str(tmp_path / "tiny.pt"))  # no speech path: the WaveNet, the default tracker
+    assert old.speech is None and contours(old, job, source, EvalOptions()) == (None, source)
+    assert resynthesis_quality(old, jobs, None, EvalOptions())[0]["decoder"] == "wavenet"
+    with pytest.raises(ValueError, match="no speech path"):
+        resynthesis_quality(old, jobs, None, EvalOptions(decoder="source_filter"))
