@@ -31,7 +31,7 @@ class EvalOptions:
     """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to 1.5-3 minutes on 2 busy CPU cores."""
 
     max_seconds: float | None = None  # crop every scored utterance to its first S seconds
-    n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (sampled WaveNet, slow)
+    n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (the WaveNet is slow)
     n_convert: int = 2  # scored utterances converted to a training speaker
     resynth_seconds: float | None = 1.0  # length of each resynthesised / converted excerpt; None or 0: whole
     temperature: float = 1.0
