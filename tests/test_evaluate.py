@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SPEAKERS, make_checkpoint, write_wav
+from helpers import REPO, SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
@@ -21,6 +21,7 @@ from audio_vqvae.evaluation.scoring import Totals
 from audio_vqvae.evaluation.sets import (
     EvalOptions,
     corpus_set,
+    corpus_transcripts,
     data_config,
     file_set,
     sentence_of,
@@ -294,3 +295,16 @@ def test_decoder_and_f0_choices_of_the_resynthesis(tmp_path, data_cfg):
     assert resynthesis_quality(old, jobs, None, EvalOptions())[0]["decoder"] == "wavenet"
     with pytest.raises(ValueError, match="no speech path"):
         resynthesis_quality(old, jobs, None, EvalOptions(decoder="source_filter"))
+
+
+def test_corpus_transcripts_from_the_data_config_or_the_root(tmp_path, data_cfg):
+    demo, heldout = data_cfg("demo"), data_cfg("demo_heldout")
+    assert demo.transcripts == heldout.transcripts == "transcripts.tsv"
+    assert len(corpus_transcripts(demo, REPO / "datasets" / "demo")) == 168
+    assert len(corpus_transcripts(heldout, REPO / "datasets" / "demo_heldout")) == 60
+    folder = data_cfg("folder", root=str(tmp_path))
+    assert folder.transcripts is None and corpus_transcripts(folder, tmp_path) == {}
+    (tmp_path / "transcripts.tsv").write_text("a_1\thello\n")
+    assert corpus_transcripts(folder, tmp_path) == {"a_1": "hello"}  # null: <root>/transcripts.tsv when present
+    with pytest.raises(ValueError, match=r"data.transcripts: .*elsewhere.tsv does not exist"):
+        corpus_transcripts(data_cfg("folder", transcripts="elsewhere.tsv"), tmp_path)
