@@ -16,7 +16,7 @@ from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
-from audio_vqvae.evaluation.resynthesis import contours, resynthesis_jobs, resynthesis_quality
+from audio_vqvae.evaluation.resynthesis import contours, resynthesis_jobs, resynthesis_quality, target_rows
 from audio_vqvae.evaluation.scoring import Totals
 from audio_vqvae.evaluation.sets import (
     EvalOptions,
@@ -261,7 +261,7 @@ def test_the_speech_path_is_scored_by_default_pitch_probe_wer_and_targets_next_t
     assert rows["conversion from unseen: gross pitch error"]["target"] == "<= 0.1"
     for t in rows.values():
         op, threshold = t["target"].split()
-        assert t["met"] is None if t["value"] is None else t["met"] == (
+        assert t["met"] is None if t["value"] is None or t["note"] else t["met"] == (
             t["value"] >= float(threshold) if op == ">=" else t["value"] <= float(threshold))
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "## Speech against its targets (issue 19)" in report and "recogniser WER natural" in report
@@ -308,3 +308,18 @@ def test_corpus_transcripts_from_the_data_config_or_the_root(tmp_path, data_cfg)
     assert corpus_transcripts(folder, tmp_path) == {"a_1": "hello"}  # null: <root>/transcripts.tsv when present
     with pytest.raises(ValueError, match=r"data.transcripts: .*elsewhere.tsv does not exist"):
         corpus_transcripts(data_cfg("folder", transcripts="elsewhere.tsv"), tmp_path)
+
+
+def test_targets_met_or_not_and_a_wer_ratio_that_silence_would_meet_is_not_judged():
+    section = {"self": {"pitch": {"voiced_recall": 0.95, "gpe": 0.2, "median_cents": None}, "mcd_db": 6.0,
+                        "probe_target_accuracy": 0.5, "round_trip_agreement": 0.7},
+               "intelligibility": {"wer_natural": 0.4, "wer_ratio": 1.6}}
+    rows = {t["measure"]: t for t in target_rows(section)}
+    assert len(rows) == 7  # self's 6 and the WER ratio; no conversion was scored
+    assert rows["self: voiced frames kept (recall)"]["met"] is True and rows["self: gross pitch error"]["met"] is False
+    assert rows["self: median pitch error (cents)"]["met"] is None
+    assert rows["self: MCD (dB)"]["met"] is True and rows["self: round-trip unit agreement"]["met"] is True
+    assert rows["intelligibility: WER resynthesis / WER natural"]["met"] is False
+    section["intelligibility"] = {"wer_natural": 0.9, "wer_ratio": 1.1}  # 0.9 * 1.5 >= 1: an empty output meets it
+    wer = {t["measure"]: t for t in target_rows(section)}["intelligibility: WER resynthesis / WER natural"]
+    assert wer["met"] is None and "silence" in wer["note"]

@@ -247,7 +247,8 @@ def target_lines(m: dict[str, Any]) -> list[str]:
         return []
     met = {True: "yes", False: "**no**", None: "n/a"}
     return ["## Speech against its targets (issue 19)", "", "| measure | value | target | met |", "|---|---|---|---|",
-            *(f"| {t['measure']} | {_fmt(t['value'])} | {t['target']} | {met[t['met']]} |" for t in rows), ""]
+            *(f"| {t['measure']} | {_fmt(t['value'])} | {t['target']} | {t['note'] or met[t['met']]} |" for t in rows),
+            ""]
 
 
 def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:

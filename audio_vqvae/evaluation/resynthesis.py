@@ -206,15 +206,21 @@ TARGETS: tuple[tuple[str, str, tuple[str, ...], str, float], ...] = (
 
 
 def target_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per target whose section was scored: measure, value, target and met (None: not computable)."""
+    """One row per target whose section was scored: measure, value, target, met (None: not computable) and a note.
+    The WER ratio is not judged where an empty transcript would meet it (natural WER * ratio >= 1: a WER of 1, all
+    words deleted, is within the target), as with a recogniser that fails on the natural audio too."""
     rows = []
     for group, measure, path, op, threshold in TARGETS:
         node = section.get(group)
         if node is None:
             continue
+        natural_wer = node.get("wer_natural") if group == "intelligibility" else None
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         met = None if node is None else node >= threshold if op == ">=" else node <= threshold
+        note = None
+        if natural_wer is not None and natural_wer * threshold >= 1:
+            met, note = None, f"not judged: natural WER {natural_wer:.2f}, so silence (WER 1) would meet it"
         rows.append({"measure": f"{group.replace('_', ' from ')}: {measure}", "value": node,
-                     "target": f"{op} {threshold:g}", "met": met})
+                     "target": f"{op} {threshold:g}", "met": met, "note": note})
     return rows
