@@ -1,6 +1,7 @@
 """Evaluation library behind `audio-vqvae-eval` (audio_vqvae/cli/eval.py): ELBO, bitrates, codebook statistics, unit
 quality against phone alignments next to the MFCC k-means baseline, speaker leakage, unit stability, resynthesis and
-conversion quality (pitch, speaker-ID probe, recogniser WER, MCD, round-trip units, against the speech targets), the exact latent posterior probe and figures.
+conversion quality (pitch, speaker-ID probe, recogniser WER, MCD, round-trip units; against the speech targets), the
+exact latent posterior probe and figures.
 
 Everything is scored on held-out data, and the report says which: by default the corpus's test split (held-out
 speakers, and held-out sentences where the data config has them), else the validation split (training speakers'
