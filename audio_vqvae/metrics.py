@@ -1,5 +1,5 @@
 """Evaluation metrics as pure functions: unit/phone agreement, bitrates, ELBO bookkeeping, ABX, spectral distances,
-mel-cepstral distortion and F0 agreement.
+mel-cepstral distortion (pitch agreement and the recogniser: evaluation/speech.py).
 
 Unit and label sequences are int arrays at the latent frame rate; a phone label of -1 means "ignore this frame".
 """
@@ -380,57 +380,6 @@ def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sample_rate: int) 
     """MCD in dB of an estimated waveform against its reference (mel_cepstrum + mcd_from_cepstra), comparable to
     the dB figures of the voice-conversion literature (typically 4-10 dB)."""
     return mcd_from_cepstra(mel_cepstrum(ref, sample_rate), mel_cepstrum(est, sample_rate))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# F0 agreement of a resynthesis with its source
-
-F0_MIN_HZ = 50.0
-"""pYIN search range, low end: below any adult speaking voice."""
-F0_MAX_HZ = 500.0
-"""pYIN search range, high end: above women's and children's speaking F0."""
-F0_FRAME_S = 0.064
-"""pYIN window: 64 ms holds three periods of F0_MIN_HZ."""
-F0_HOP_S = 0.010
-"""pYIN frame step."""
-GROSS_ERROR = 0.2
-"""A voiced frame's F0 is a gross error when it is more than 20 % off the source's (the usual GPE threshold)."""
-
-
-def f0_track(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(F0 in Hz [frames] with NaN where unvoiced, voiced flags [frames]) of a mono wav by librosa.pyin."""
-    f0, voiced, _ = librosa.pyin(np.asarray(wav, dtype=np.float32), fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate,
-                                 frame_length=round(F0_FRAME_S * sample_rate), hop_length=round(F0_HOP_S * sample_rate))
-    return f0, voiced
-
-
-def f0_agreement_from_tracks(ref_f0: np.ndarray, ref_voiced: np.ndarray, est_f0: np.ndarray,
-                             est_voiced: np.ndarray) -> dict[str, float | int | None]:
-    """Frame-by-frame F0 agreement (the tracks are cropped to the shorter; a resynthesis keeps its source's timing).
-
-    voicing_agreement: share of frames with the same voiced/unvoiced decision. On frames voiced in both:
-    gross_pitch_error (share more than GROSS_ERROR off), f0_correlation (Pearson, of log F0) and f0_rmse_cents.
-    """
-    n = min(len(ref_f0), len(est_f0))
-    rv, ev = np.asarray(ref_voiced[:n], bool), np.asarray(est_voiced[:n], bool)
-    both = rv & ev
-    out: dict[str, float | int | None] = {"frames": n, "voiced_frames": int(both.sum()),
-                                          "voicing_agreement": float(np.mean(rv == ev)) if n else None,
-                                          "gross_pitch_error": None, "f0_correlation": None, "f0_rmse_cents": None}
-    if both.sum() == 0:
-        return out
-    r, e = np.asarray(ref_f0[:n])[both], np.asarray(est_f0[:n])[both]
-    cents = 1200.0 * np.log2(e / r)
-    out["gross_pitch_error"] = float(np.mean(np.abs(e - r) > GROSS_ERROR * r))
-    out["f0_rmse_cents"] = float(np.sqrt(np.mean(cents ** 2)))
-    if both.sum() >= 2 and np.std(r) > 0 and np.std(e) > 0:
-        out["f0_correlation"] = float(np.corrcoef(np.log(r), np.log(e))[0, 1])
-    return out
-
-
-def f0_agreement(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float | int | None]:
-    """F0 agreement of a resynthesis with its source waveform (f0_track + f0_agreement_from_tracks)."""
-    return f0_agreement_from_tracks(*f0_track(ref, sample_rate), *f0_track(est, sample_rate))
 
 
 class ELBOAccumulator:

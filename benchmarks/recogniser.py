@@ -14,23 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from audio_vqvae.audio import load_audio
-from audio_vqvae.evaluation.speech import RECOGNISER_RATE, recognise, word_error_rate
+from audio_vqvae.evaluation.speech import RECOGNISER_RATE, read_transcripts, recognise, word_error_rate
 from audio_vqvae.io import atomic_write
-
-
-def transcripts(root: Path) -> dict[str, str]:
-    """utt_id -> sentence from root/transcripts.tsv."""
-    path = root / "transcripts.tsv"
-    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for i, row in enumerate(rows, 1):
-        if len(row) != 2:
-            raise SystemExit(f"{path}:{i}: expected utt_id<TAB>sentence")
-    return dict(rows)
 
 
 def corpus_wer(root: Path, n: int) -> dict[str, Any]:
     """WER and x-real-time of the recogniser on n evenly spaced utterances (sorted ids) of a corpus."""
-    sentences = transcripts(root)
+    sentences = read_transcripts(root / "transcripts.tsv")
     ids = sorted(sentences)
     picked = ids[:: max(1, len(ids) // n)][:n]
     wavs = [load_audio(root / i.rsplit("_", 1)[0] / f"{i}.flac", RECOGNISER_RATE).numpy() for i in picked]

@@ -8,18 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SPEAKERS, make_checkpoint, write_wav
+from helpers import REPO, SPEAKERS, make_checkpoint, write_wav
 from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import eval as eval_cli
-from audio_vqvae.data import Utterance
+from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
+from audio_vqvae.evaluation.resynthesis import contours, resynthesis_jobs, resynthesis_quality, target_rows
 from audio_vqvae.evaluation.scoring import Totals
 from audio_vqvae.evaluation.sets import (
     EvalOptions,
     corpus_set,
+    corpus_transcripts,
     data_config,
     file_set,
     sentence_of,
@@ -27,6 +30,7 @@ from audio_vqvae.evaluation.sets import (
     with_training_reference,
 )
 from audio_vqvae.evaluation.units import collapse, comparison
+from audio_vqvae.f0 import F0Stats
 from audio_vqvae.model import VQVAE
 from audio_vqvae.prior.model import UnitPrior
 
@@ -93,7 +97,8 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
     assert m["speaker_probe"] is None  # no training split
     r = m["resynthesis"]
     assert r["self"]["n"] == 1 and r["conversion"]["n"] == 1 and r["self"]["mcd_db"] >= 0
-    assert 0 <= r["self"]["round_trip_agreement"] <= 1 and "f0_voicing_agreement" in r["self"]
+    assert 0 <= r["self"]["round_trip_agreement"] <= 1 and r["decoder"] == "wavenet" and r["f0"] is None
+    assert set(r["self"]["pitch"]) >= {"voiced_recall", "gpe", "median_cents", "voicing_agreement"}
     assert r["conversion"]["utterances"][0]["target"] != r["conversion"]["utterances"][0]["source"]
     assert m["figures"] == ["codebook_usage.png", "unit_phone_cooccurrence.png", "excerpt.png", "resynthesis.png"]
     for name in m["figures"]:
@@ -224,3 +229,119 @@ def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_p
 def test_renamed_eval_flags_keep_their_old_names():
     args = eval_cli.parse_args(["c.pt", "--out", "x", "--n-sampled", "3", "--sampled-seconds", "0.5"])
     assert (args.n_resynth, args.resynth_seconds) == (3, 0.5)
+def speech_checkpoint(tmp_path: Path, data) -> Path:
+    """The tiny checkpoint trained on `data` (seed 3) with the untrained tiny speech path (configs/speech/tiny.yaml at
+    1000 F0 frames/s, which tiles the tiny model's 16-sample units) and log-F0 statistics for its training
+    speakers SPEAKERS[:2] (120 and 160 Hz)."""
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "tiny.pt"))
+    speech = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "speech" / "tiny.yaml")) | {"frame_rate": 1000.0}
+    model_cfg = {**ckpt["config"]["model"], "speech": speech}
+    model = VQVAE.from_config(model_cfg, ckpt["speakers"])
+    assert set(model.load_state_dict(ckpt["model"], strict=False).missing_keys) == {
+        k for k in model.state_dict() if k.startswith("speech.")}
+    model.speech.set_stats({s: F0Stats(math.log(120.0 + 40 * i), 0.2) for i, s in enumerate(SPEAKERS[:2])})
+    config = {"model": model_cfg, "data": OmegaConf.to_container(data, resolve=True), "seed": 3}
+    save_checkpoint(tmp_path / "speech.pt", model.state_dict(), config, ckpt["speakers"], step=5)
+    return tmp_path / "speech.pt"
+
+
+def test_the_speech_path_is_scored_by_default_pitch_probe_wer_and_targets_next_to_natural_audio(tmp_path, data_cfg):
+    root = tmp_path / "corpus"
+    ids = write_corpus(root, speakers=SPEAKERS, per_speaker=3)
+    ids = [f"{u.split('_')[0]}_{u}" for u in ids]  # the folder layout's ids: <speaker dir>_<file stem>
+    (root / "transcripts.tsv").write_text("".join(f"{u}\tthe old lighthouse keeper\n" for u in ids))
+    data = data_cfg("folder", root=str(root), cache=False, held_out_speakers=[SPEAKERS[2]], val_per_speaker=1,
+                    transcripts="transcripts.tsv")
+    model = VQVAE.from_checkpoint(str(speech_checkpoint(tmp_path, data)))
+    set_ = corpus_set(data_config(model.config, None, []), "all", 3)
+    assert set_.transcripts == {u: "the old lighthouse keeper" for u in ids}
+    opts = EvalOptions(n_resynth=2, n_convert=9, resynth_seconds=0.1, abx_triplets=30, posterior_positions=0)
+    m = evaluate_checkpoint(model, str(tmp_path / "speech.pt"), set_, tmp_path / "eval", opts)
+    finite_numbers(m)
+    r = m["resynthesis"]
+    assert r["decoder"] == "source_filter" and r["f0"] == "mapped" and "1000 frames/s" in r["pitch_tracker"]
+    assert r["self"]["n"] == 2 and r["conversion"]["n"] == 9
+    assert r["conversion_seen"]["n"] == 6 and r["conversion_unseen"]["n"] == 3  # p227 is held out
+    assert {u["seen"] for u in r["conversion"]["utterances"]} == {True, False}
+    for kind in ("self", "conversion_seen", "conversion_unseen"):
+        p = r[kind]["pitch"]
+        assert p["n_frames"] > 0 and 0 <= p["voicing_agreement"] <= 1
+        assert all(p[k] is None or 0 <= p[k] <= 1 for k in ("voiced_recall", "gpe")) and (p["median_cents"] or 0) >= 0
+        assert 0 <= r[kind]["round_trip_agreement"] <= 1 and 0 <= r[kind]["probe_target_accuracy"] <= 1
+    assert r["self"]["mcd_db"] >= 0 and "mcd_db" not in r["conversion_seen"]
+    assert 0 <= r["conversion_seen"]["probe_says_source"] <= 1 and r["conversion_unseen"]["probe_says_source"] is None
+    assert r["conversion_unseen"]["probe_natural_accuracy"] is None  # the probe does not know held-out speakers
+    assert 0 <= r["self"]["probe_natural_accuracy"] <= 1
+    w = r["intelligibility"]
+    assert w["n"] == 2 and w["n_words"] == 8 and w["audio"] == "whole utterances"
+    assert [u["seconds"] for u in w["utterances"]] == [SECONDS] * 2  # whole 0.4-s utterances, not the 0.1-s excerpts
+    assert w["wer_natural"] >= 0 and w["wer_resynthesis"] >= 0
+    assert w["wer_ratio"] is None if w["wer_natural"] == 0 else w["wer_ratio"] == pytest.approx(
+        w["wer_resynthesis"] / w["wer_natural"])
+    rows = {t["measure"]: t for t in r["targets"]}
+    assert len(rows) == 16 and rows["self: MCD (dB)"]["met"] == (r["self"]["mcd_db"] <= 6)
+    assert rows["conversion from unseen: gross pitch error"]["target"] == "<= 0.1"
+    for t in rows.values():
+        op, threshold = t["target"].split()
+        assert t["met"] is None if t["value"] is None or t["note"] else t["met"] == (
+            t["value"] >= float(threshold) if op == ">=" else t["value"] <= float(threshold))
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Speech against its targets (issue 19)" in report and "recogniser WER natural" in report
+    assert all(line.count("|") in (3, 5) for line in report.splitlines() if line.startswith("|"))
+
+
+def test_decoder_and_f0_choices_of_the_resynthesis(tmp_path, data_cfg):
+    root = tmp_path / "corpus"
+    write_corpus(root, speakers=SPEAKERS[:2], per_speaker=1)
+    model = VQVAE.from_checkpoint(str(speech_checkpoint(tmp_path, data_cfg("folder", root=str(root), cache=False))))
+    f0 = np.where(np.arange(100) % 10 < 7, 200.0 * 2 ** (np.sin(np.arange(100) / 9) / 4), 0.0).astype(np.float32)
+    source = (f0, f0 > 0)
+    job = {"kind": "conversion", "target": SPEAKERS[1]}
+    given, ref = contours(model, job, source, EvalOptions())
+    assert given is ref and np.array_equal(ref[1], source[1])
+    assert np.log(ref[0][ref[1]]).mean() == pytest.approx(math.log(160.0), abs=1e-4)  # the target's statistics
+    assert np.log(ref[0][ref[1]]).std() == pytest.approx(0.2, abs=1e-3)
+    assert contours(model, job, source, EvalOptions(f0="source")) == (source, source)
+    given, ref = contours(model, job, source, EvalOptions(f0="predicted"))
+    assert given is None and np.log(ref[0][ref[1]]).mean() == pytest.approx(math.log(160.0), abs=1e-4)
+    assert contours(model, {"kind": "self", "target": SPEAKERS[0]}, source, EvalOptions(f0="predicted")) == (
+        source, source)
+    wav = load_wavs(file_set([str(root)]).utterances[:1], 16000, None, model.peak_normalize)
+    jobs = resynthesis_jobs(model, {}, {u: (w, SPEAKERS[0]) for u, w in wav.items()}, SPEAKERS[:2],
+                            EvalOptions(resynth_seconds=None))
+    assert jobs[0]["wav"].size == int(SECONDS * 16000) // 16 * 16 and jobs[0]["target"] == SPEAKERS[1]
+    section, _ = resynthesis_quality(model, jobs, None, EvalOptions(decoder="wavenet", resynth_seconds=None))
+    assert section["decoder"] == "wavenet" and section["f0"] is None and section["conversion_seen"]["n"] == 1
+    old = VQVAE.from_checkpoint(str(tmp_path / "tiny.pt"))  # no speech path: the WaveNet, the default tracker
+    assert old.speech is None and contours(old, job, source, EvalOptions()) == (None, source)
+    assert resynthesis_quality(old, jobs, None, EvalOptions())[0]["decoder"] == "wavenet"
+    with pytest.raises(ValueError, match="no speech path"):
+        resynthesis_quality(old, jobs, None, EvalOptions(decoder="source_filter"))
+
+
+def test_corpus_transcripts_from_the_data_config_or_the_root(tmp_path, data_cfg):
+    demo, heldout = data_cfg("demo"), data_cfg("demo_heldout")
+    assert demo.transcripts == heldout.transcripts == "transcripts.tsv"
+    assert len(corpus_transcripts(demo, REPO / "datasets" / "demo")) == 168
+    assert len(corpus_transcripts(heldout, REPO / "datasets" / "demo_heldout")) == 60
+    folder = data_cfg("folder", root=str(tmp_path))
+    assert folder.transcripts is None and corpus_transcripts(folder, tmp_path) == {}
+    (tmp_path / "transcripts.tsv").write_text("a_1\thello\n")
+    assert corpus_transcripts(folder, tmp_path) == {"a_1": "hello"}  # null: <root>/transcripts.tsv when present
+    with pytest.raises(ValueError, match=r"data.transcripts: .*elsewhere.tsv does not exist"):
+        corpus_transcripts(data_cfg("folder", transcripts="elsewhere.tsv"), tmp_path)
+
+
+def test_targets_met_or_not_and_a_wer_ratio_that_silence_would_meet_is_not_judged():
+    section = {"self": {"pitch": {"voiced_recall": 0.95, "gpe": 0.2, "median_cents": None}, "mcd_db": 6.0,
+                        "probe_target_accuracy": 0.5, "round_trip_agreement": 0.7},
+               "intelligibility": {"wer_natural": 0.4, "wer_ratio": 1.6}}
+    rows = {t["measure"]: t for t in target_rows(section)}
+    assert len(rows) == 7  # self's 6 and the WER ratio; no conversion was scored
+    assert rows["self: voiced frames kept (recall)"]["met"] is True and rows["self: gross pitch error"]["met"] is False
+    assert rows["self: median pitch error (cents)"]["met"] is None
+    assert rows["self: MCD (dB)"]["met"] is True and rows["self: round-trip unit agreement"]["met"] is True
+    assert rows["intelligibility: WER resynthesis / WER natural"]["met"] is False
+    section["intelligibility"] = {"wer_natural": 0.9, "wer_ratio": 1.1}  # 0.9 * 1.5 >= 1: an empty output meets it
+    wer = {t["measure"]: t for t in target_rows(section)}["intelligibility: WER resynthesis / WER natural"]
+    assert wer["met"] is None and "silence" in wer["note"]

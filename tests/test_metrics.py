@@ -11,8 +11,6 @@ from audio_vqvae.metrics import (
     dtw_distance,
     elbo_terms,
     entropy_bitrate,
-    f0_agreement,
-    f0_agreement_from_tracks,
     latent_bitrate,
     log_mel_distance,
     mcd_from_cepstra,
@@ -186,7 +184,7 @@ def test_log_mel_distance():
 
 
 def _vowel(seconds: float, f0: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
-    """A harmonic tone at f0 with a little noise: voiced for pYIN, spectrally shaped for WORLD."""
+    """A harmonic tone at f0 with a little noise: spectrally shaped for WORLD."""
     t = np.arange(round(seconds * sr)) / sr
     x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
     return (0.2 * x + 0.001 * np.random.default_rng(seed).normal(size=t.size)).astype(np.float32)
@@ -210,24 +208,3 @@ def test_mel_cepstral_distortion_of_waveforms():
     assert mel_cepstral_distortion(x, 0.5 * x, 16000) == pytest.approx(0.0, abs=0.05)  # gain lives in c0 only
     noise = 0.1 * np.random.default_rng(1).normal(size=8000).astype(np.float32)
     assert mel_cepstral_distortion(x, noise, 16000) > 3.0
-
-
-def test_f0_agreement_from_hand_built_tracks():
-    ref = np.array([100.0, 100.0, 200.0, np.nan, 100.0])
-    est = np.array([100.0, 125.0, 200.0, 100.0, np.nan, 7.0])  # one extra frame is cropped
-    m = f0_agreement_from_tracks(ref, ~np.isnan(ref), est, ~np.isnan(est))
-    assert m["frames"] == 5 and m["voiced_frames"] == 3
-    assert m["voicing_agreement"] == pytest.approx(3 / 5)
-    assert m["gross_pitch_error"] == pytest.approx(1 / 3)  # 125 is 25 % off 100
-    assert m["f0_rmse_cents"] == pytest.approx(math.sqrt((1200 * math.log2(1.25)) ** 2 / 3))
-    assert m["f0_correlation"] == pytest.approx(np.corrcoef(np.log([100, 100, 200]), np.log([100, 125, 200]))[0, 1])
-    none = f0_agreement_from_tracks(ref, np.zeros(5, bool), est, np.zeros(6, bool))
-    assert none["voicing_agreement"] == 1.0 and none["gross_pitch_error"] is None
-
-
-def test_f0_agreement_of_tones():
-    x = _vowel(0.6, 150.0)
-    same = f0_agreement(x, x, 16000)
-    assert same["voicing_agreement"] == 1.0 and same["gross_pitch_error"] == 0.0 and same["f0_rmse_cents"] == 0.0
-    octave = f0_agreement(x, _vowel(0.6, 300.0), 16000)
-    assert octave["gross_pitch_error"] > 0.9 and octave["f0_rmse_cents"] > 1000

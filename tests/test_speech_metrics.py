@@ -1,20 +1,24 @@
-"""Speech-quality measures: pitch agreement and its pooling on hand-made tracks, text normalisation and corpus WER
-on hand-counted edits, and the off-the-shelf recogniser on one demo utterance (real words, not garbage)."""
+"""Speech-quality measures: pitch agreement and its pooling on hand-made tracks and on tones through the one tracker,
+text normalisation, corpus WER and the WER ratio on hand-counted edits, transcripts files, and the off-the-shelf recogniser on one demo utterance (real words, not garbage)."""
 import math
 
 import numpy as np
 import pytest
 from helpers import REPO
 
+from audio_vqvae import metrics
 from audio_vqvae.audio import load_audio
 from audio_vqvae.evaluation.speech import (
+    intelligibility,
     normalise_text,
     pitch_agreement,
+    read_transcripts,
     recognise,
     summarise,
     to_pcm16,
     word_error_rate,
 )
+from audio_vqvae.f0 import track
 
 NAN = math.nan
 
@@ -32,6 +36,7 @@ def test_pitch_agreement_hand_values():
     assert m["gpe"] == pytest.approx(1 / 4)
     cents = sorted([0.0, 1200 * math.log2(1.25), 100.0, 1200 * math.log2(1.19)])
     assert m["median_cents"] == pytest.approx((cents[1] + cents[2]) / 2)
+    assert m["n_frames"] == 6 and m["voicing_agreement"] == pytest.approx(4 / 6)  # frames 3 and 4 disagree
 
 
 def test_pitch_agreement_octave_error_is_1200_cents_and_gross():
@@ -41,7 +46,8 @@ def test_pitch_agreement_octave_error_is_1200_cents_and_gross():
 
 def test_pitch_agreement_without_frames_gives_none():
     silent = pitch_agreement([NAN] * 4, [False] * 4, [100.0] * 4, [True] * 4)
-    assert silent == {"voiced_recall": None, "gpe": None, "median_cents": None, "n_ref_voiced": 0, "n_both": 0}
+    assert silent == {"voiced_recall": None, "voicing_agreement": 0.0, "gpe": None, "median_cents": None,
+                      "n_frames": 4, "n_agree": 0, "n_ref_voiced": 0, "n_both": 0}
     unvoiced_out = pitch_agreement([100.0] * 4, [True] * 4, [NAN] * 4, [False] * 4)
     assert unvoiced_out["voiced_recall"] == 0.0 and unvoiced_out["gpe"] is None and unvoiced_out["n_ref_voiced"] == 4
 
@@ -58,16 +64,58 @@ def test_pitch_agreement_crops_a_few_frames_and_rejects_misaligned_tracks():
 
 
 def test_summarise_pools_over_frames_not_utterances():
-    long = {"voiced_recall": 1.0, "gpe": 0.0, "median_cents": 10.0, "n_ref_voiced": 90, "n_both": 90}
-    short = {"voiced_recall": 0.1, "gpe": 1.0, "median_cents": 40.0, "n_ref_voiced": 10, "n_both": 1}
-    empty = {"voiced_recall": None, "gpe": None, "median_cents": None, "n_ref_voiced": 0, "n_both": 0}
+    long = {"gpe": 0.0, "median_cents": 10.0, "n_frames": 100, "n_agree": 100, "n_ref_voiced": 90, "n_both": 90}
+    short = {"gpe": 1.0, "median_cents": 40.0, "n_frames": 10, "n_agree": 1, "n_ref_voiced": 10, "n_both": 1}
+    empty = {"gpe": None, "median_cents": None, "n_frames": 0, "n_agree": 0, "n_ref_voiced": 0, "n_both": 0}
     s = summarise([long, short, empty])
-    assert s["n"] == 3 and s["n_ref_voiced"] == 100 and s["n_both"] == 91
+    assert s["n"] == 3 and s["n_ref_voiced"] == 100 and s["n_both"] == 91 and s["n_frames"] == 110
     assert s["voiced_recall"] == pytest.approx(91 / 100)  # a mean of ratios would say 0.55
+    assert s["voicing_agreement"] == pytest.approx(101 / 110)
     assert s["gpe"] == pytest.approx(1 / 91)
     assert s["median_cents"] == pytest.approx((90 * 10.0 + 40.0) / 91)
-    assert summarise([empty]) == {"n": 1, "n_ref_voiced": 0, "n_both": 0, "voiced_recall": None, "gpe": None,
-                                  "median_cents": None}
+    assert summarise([empty]) == {"n": 1, "n_frames": 0, "n_ref_voiced": 0, "n_both": 0, "voiced_recall": None,
+                                  "voicing_agreement": None, "gpe": None, "median_cents": None}
+
+
+def _vowel(seconds: float, f0: float, sr: int = 16000) -> np.ndarray:
+    t = np.arange(round(seconds * sr)) / sr
+    return (0.2 * sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))).astype(np.float32)
+
+
+def test_one_tracker_and_one_pitch_agreement_score_tones():
+    """The evaluation's pitch measure is f0.track on both sides + pitch_agreement; the old pyin copy is gone."""
+    ref = track(_vowel(0.6, 150.0), 16000)
+    same = pitch_agreement(*ref, *track(_vowel(0.6, 150.0), 16000))
+    assert same["voiced_recall"] == 1.0 and same["gpe"] == 0.0 and same["median_cents"] == pytest.approx(0, abs=1)
+    octave = pitch_agreement(*ref, *track(_vowel(0.6, 300.0), 16000))
+    assert octave["gpe"] == 1.0 and octave["median_cents"] == pytest.approx(1200, abs=5)
+    silence = pitch_agreement(*ref, *track(np.zeros(9600, np.float32), 16000))
+    assert silence["voiced_recall"] == 0.0 and silence["gpe"] is None
+    assert not hasattr(metrics, "f0_track") and not hasattr(metrics, "f0_agreement_from_tracks")
+
+
+def test_intelligibility_reports_both_wers_and_their_ratio():
+    refs = ["a b c d", "e f"]
+    w = intelligibility(refs, ["a b c d", "e x"], ["a x c", "y x"])  # natural: 1 edit; resynthesis: b->x, d deleted, e->y, f->x
+    assert w["n"] == 2 and w["n_words"] == 6
+    assert w["wer_natural"] == pytest.approx(1 / 6) and w["wer_resynthesis"] == pytest.approx(4 / 6)
+    assert w["wer_ratio"] == pytest.approx(4.0)
+    assert intelligibility(refs, refs, ["a b c d", "e"])["wer_ratio"] is None  # natural WER 0: no ratio
+
+
+def test_read_transcripts(tmp_path):
+    good = tmp_path / "t.tsv"
+    good.write_text("a_001\tHello, world.\n\nb_002\tOne two\n", encoding="utf-8")
+    assert read_transcripts(good) == {"a_001": "Hello, world.", "b_002": "One two"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a_001\thello\nno tab here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv:2: expected utt_id<TAB>sentence"):
+        read_transcripts(bad)
+    bad.write_text("a_001\thello\na_001\tagain\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv:2: utterance 'a_001' is transcribed twice"):
+        read_transcripts(bad)
+    with pytest.raises(ValueError, match="missing.tsv: cannot read"):
+        read_transcripts(tmp_path / "missing.tsv")
 
 
 def test_normalise_text():

@@ -24,7 +24,7 @@ from ..evaluation.sets import (
     same_corpus,
     with_training_reference,
 )
-from ..model import VQVAE
+from ..model import DECODER_CHOICES, F0_CHOICES, VQVAE
 from ..prior.model import UnitPrior
 from .common import run_app
 
@@ -49,11 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, help="crop every utterance to its first S seconds (default: whole)")
     p.add_argument("--max-utterances", type=int, help="score only the first N utterances (by id)")
     p.add_argument("--n-resynth", "--n-sampled", type=int, default=d.n_resynth,
-                   help="training-speaker utterances resynthesised with their own speaker (sampled WaveNet: slow); "
-                        "--n-sampled is its old name, kept as an alias for this release")
+                   help="training-speaker utterances resynthesised with their own speaker; --n-sampled is its old "
+                        "name, kept as an alias for this release")
     p.add_argument("--n-convert", type=int, default=d.n_convert, help="scored utterances converted to a training speaker")
     p.add_argument("--resynth-seconds", "--sampled-seconds", type=float, default=d.resynth_seconds,
-                   help="length of each decoded excerpt (--sampled-seconds: its old name, an alias for this release)")
+                   help="length of each decoded excerpt, from the middle (0: whole utterances); the recogniser's WER "
+                        "always decodes whole utterances (--sampled-seconds: its old name, an alias for this release)")
+    p.add_argument("--decoder", choices=DECODER_CHOICES, default=d.decoder,
+                   help="auto = the speech path (source-filter decoder) when the checkpoint has one, else the WaveNet")
+    p.add_argument("--f0", choices=F0_CHOICES, default=d.f0,
+                   help="conversions' F0 (speech path): the source contour mapped to the target speaker (default), "
+                        "the source's unchanged, or the F0 predictor's; self-resynthesis uses its own contour")
     p.add_argument("--convert-to", help="conversion target speaker (default: training speakers in turn)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
     p.add_argument("--abx-triplets", type=int, default=d.abx_triplets, help="ABX triplets per condition (at most)")
@@ -71,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def options(args: argparse.Namespace) -> EvalOptions:
     return EvalOptions(max_seconds=args.max_seconds, n_resynth=args.n_resynth, n_convert=args.n_convert,
-                       resynth_seconds=args.resynth_seconds, temperature=args.temperature,
+                       resynth_seconds=args.resynth_seconds or None, temperature=args.temperature,
+                       decoder=args.decoder, f0=args.f0,
                        abx_triplets=args.abx_triplets, posterior_positions=args.posterior_positions,
                        posterior_chunk=args.posterior_chunk, convert_to=args.convert_to, seed=args.seed)
 

@@ -1,6 +1,7 @@
 """Evaluation library behind `audio-vqvae-eval` (audio_vqvae/cli/eval.py): ELBO, bitrates, codebook statistics, unit
 quality against phone alignments next to the MFCC k-means baseline, speaker leakage, unit stability, resynthesis and
-conversion quality (speaker-ID probe, F0, MCD, round-trip units), the exact latent posterior probe and figures.
+conversion quality (pitch, speaker-ID probe, recogniser WER, MCD, round-trip units; against the speech targets), the
+exact latent posterior probe and figures.
 
 Everything is scored on held-out data, and the report says which: by default the corpus's test split (held-out
 speakers, and held-out sentences where the data config has them), else the validation split (training speakers'
@@ -160,7 +161,9 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     jobs = resynthesis_jobs(
         model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
         {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)
-    m["resynthesis"], panels = resynthesis_quality(model, jobs, probe, opts)
+    whole = [u.id for u in self_utts if opts.max_seconds is None or u.duration <= opts.max_seconds]
+    transcripts = {u: set_.transcripts[u] for u in whole if u in set_.transcripts}  # WER: uncropped audio only
+    m["resynthesis"], panels = resynthesis_quality(model, jobs, probe, opts, transcripts)
     m["figures"] = write_figures(model, out, totals, m["codebook"]["perplexity"], cooccurrence, panels)
     with atomic_write(out / "metrics.json") as f:
         json.dump(m, f, indent=2)
@@ -200,24 +203,53 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     p = m["speaker_probe"]
     rows.append(("speaker probe on natural held-out sentences (accuracy)",
                  "n/a (no training split)" if p is None else _fmt(p["natural_val_accuracy"])))
-    for kind in ("self", "conversion"):
-        r = m["resynthesis"][kind]
-        if r is None:
-            continue
-        rows.append((f"{kind}: n / seconds / probe says target / says source",
-                     (f"{r['n']} / {r['seconds']:.1f} / {_fmt(r.get('probe_target_accuracy'))} / "
-                     f"{_fmt(r.get('probe_says_source'))}")))
-        rows.append((f"{kind}: round-trip unit agreement", _fmt(r.get("round_trip_agreement"))))
-        if kind == "self":
-            rows += [("self: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(r.get("mcd_db"))),
-                     ("self: F0 voicing agreement / GPE / corr / RMSE (cents)",
-                      " / ".join(_fmt(r.get(f"f0_{k}")) for k in ("voicing_agreement", "gross_pitch_error",
-                                                                  "f0_correlation", "f0_rmse_cents")))]
+    rows += resynthesis_rows(m["resynthesis"])
     if m["posterior"]:
         q = m["posterior"]
         rows += [(f"posterior probe: argmax = encoder code ({q['n_positions']} positions)",
                   _fmt(q["argmax_agreement"])), ("KL(q, exact conditional posterior) (nats)", _fmt(q["kl_nats"]))]
     return rows
+
+
+RESYNTHESIS_GROUPS = {"self": "self-resynthesis", "conversion_seen": "conversion from training speakers",
+                      "conversion_unseen": "conversion from unseen speakers"}
+
+
+def resynthesis_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """(quantity, value) rows of resynthesis and conversion, each kind next to the natural source audio."""
+    rows = [("resynthesis decoder / conversions' F0 / pitch tracker",
+             f"{r['decoder']} / {r['f0'] or 'n/a'} / {r['pitch_tracker']}")]
+    for kind, name in RESYNTHESIS_GROUPS.items():
+        g = r[kind]
+        if g is None:
+            continue
+        p = g["pitch"]
+        rows += [(f"{name}: n / seconds", f"{g['n']} / {g['seconds']:.1f}"),
+                 (f"{name}: voiced frames kept / voicing agreement / GPE / median error (cents)",
+                  " / ".join(_fmt(p[k]) for k in ("voiced_recall", "voicing_agreement", "gpe", "median_cents"))),
+                 (f"{name}: probe says target / says source / natural source audio its speaker",
+                  " / ".join(_fmt(g.get(k)) for k in ("probe_target_accuracy", "probe_says_source",
+                                                      "probe_natural_accuracy"))),
+                 (f"{name}: round-trip unit agreement", _fmt(g["round_trip_agreement"]))]
+        if "mcd_db" in g:
+            rows.append((f"{name}: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(g["mcd_db"])))
+    w = r["intelligibility"]
+    rows.append(("self-resynthesis: recogniser WER natural / resynthesis / ratio (whole utterances)",
+                 "n/a (no transcripts)" if w is None else
+                 f"{_fmt(w['wer_natural'])} / {_fmt(w['wer_resynthesis'])} / {_fmt(w['wer_ratio'])} "
+                 f"({w['n']} utterances, {w['n_words']} words)"))
+    return rows
+
+
+def target_lines(m: dict[str, Any]) -> list[str]:
+    """The report's section of speech measures against the targets of issue 19 (none without resynthesis)."""
+    rows = m["resynthesis"].get("targets") or []
+    if not rows:
+        return []
+    met = {True: "yes", False: "**no**", None: "n/a"}
+    return ["## Speech against its targets (issue 19)", "", "| measure | value | target | met |", "|---|---|---|---|",
+            *(f"| {t['measure']} | {_fmt(t['value'])} | {t['target']} | {t['note'] or met[t['met']]} |" for t in rows),
+            ""]
 
 
 def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -265,6 +297,7 @@ def markdown_report(m: dict[str, Any]) -> str:
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),
         "",
+        *target_lines(m),
         *(f"![{name}]({name})" for name in m["figures"]),
         "",
     ]

@@ -15,6 +15,7 @@ from ..config import load_data_config
 from ..data import Utterance, load_corpus, split_corpus
 from ..extract import collect_utterances
 from ..model import VQVAE
+from .speech import read_transcripts
 
 log = logging.getLogger("audio_vqvae.evaluate")
 
@@ -30,10 +31,12 @@ class EvalOptions:
     """How much to evaluate, and the seeds. Defaults keep the demo with the `small` model to 1.5-3 minutes on 2 busy CPU cores."""
 
     max_seconds: float | None = None  # crop every scored utterance to its first S seconds
-    n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (sampled WaveNet, slow)
+    n_resynth: int = 2  # training-speaker utterances resynthesised with their own speaker (the WaveNet is slow)
     n_convert: int = 2  # scored utterances converted to a training speaker
-    resynth_seconds: float = 1.0  # length of each resynthesised / converted excerpt
+    resynth_seconds: float | None = 1.0  # length of each resynthesised / converted excerpt; None or 0: whole
     temperature: float = 1.0
+    decoder: str = "auto"  # auto (the speech path when the checkpoint has one) | source_filter | wavenet
+    f0: str = "mapped"  # conversions' F0 with the speech path: mapped | source | predicted (self: its own contour)
     abx_triplets: int = 5000
     posterior_positions: int = 4  # each scores all K codes with the decoder: the slowest part of the evaluation
     posterior_chunk: int = 64
@@ -54,6 +57,7 @@ class EvalSet:
     train: list[Utterance] = field(default_factory=list)  # fits the baseline and the speaker probe
     val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
     split: str | None = None  # train / val / test / all of a corpus; None for plain files
+    transcripts: dict[str, str] = field(default_factory=dict)  # utt id -> sentence (`corpus_transcripts`): WER
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
@@ -87,7 +91,24 @@ def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False) -
     if not scored:
         raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
     return EvalSet(scored, f"{data.name} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
-                   parts.train, parts.val, split)
+                   parts.train, parts.val, split, corpus_transcripts(data, Path(corpus.root)))
+
+
+TRANSCRIPTS = "transcripts.tsv"
+"""A corpus's transcripts file (utt_id<TAB>sentence) looked for in its root when data.transcripts is null."""
+
+
+def corpus_transcripts(data: DictConfig, root: Path) -> dict[str, str]:
+    """utt id -> sentence for the recogniser's WER: the file data.transcripts names (relative to the corpus root;
+    missing: an error), else <root>/transcripts.tsv when there is one (null, or configs saved before the key), else
+    none."""
+    spec = data.get("transcripts")
+    path = root / (spec or TRANSCRIPTS)
+    if not spec and not path.is_file():
+        return {}
+    if not path.is_file():
+        raise ValueError(f"data.transcripts: {path} does not exist")
+    return read_transcripts(path)
 
 
 def same_corpus(data: DictConfig, own: Any) -> bool:
@@ -105,6 +126,7 @@ def with_training_reference(set_: EvalSet, reference: EvalSet) -> EvalSet:
     and validation splits of `reference`, the checkpoint's own training corpus: speech the model was trained on, so
     that a held-out corpus (or plain files) is compared against a baseline fitted without it."""
     return replace(set_, train=reference.train, val=reference.val,
+                   transcripts={**reference.transcripts, **set_.transcripts},
                    description=f"{set_.description}; baseline and probes fitted on {reference.description}")
 
 

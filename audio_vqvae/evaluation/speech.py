@@ -10,6 +10,7 @@ import re
 import string
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jiwer
@@ -46,9 +47,11 @@ def pitch_agreement(ref_f0: np.ndarray, ref_voiced: np.ndarray, out_f0: np.ndarr
                     out_voiced: np.ndarray) -> dict[str, float | int | None]:
     """Agreement of an output's F0 track [T'] with the reference's [T] (same frame rate, cropped to the shorter).
 
-    voiced_recall: share of the reference's voiced frames voiced in the output. On frames voiced in both: gpe (share
-    more than GROSS_PITCH_ERROR off) and median_cents (median |1200 log2(out / ref)|). n_ref_voiced and n_both are
-    the frame counts the ratios are over, for pooling (see `summarise`); a measure without frames is None.
+    voiced_recall: share of the reference's voiced frames voiced in the output. voicing_agreement: share of all
+    frames with the same voiced/unvoiced decision (1 - the voicing decision error; an output voiced everywhere has
+    full recall but not this). On frames voiced in both: gpe (share more than GROSS_PITCH_ERROR off) and
+    median_cents (median |1200 log2(out / ref)|). n_frames, n_agree, n_ref_voiced and n_both are the frame counts
+    the ratios are over, for pooling (see `summarise`); a measure without frames is None.
     Raises ValueError when the lengths differ by more than MAX_FRAME_MISMATCH frames.
     """
     rf, rv = _track(ref_f0, ref_voiced, "reference")
@@ -59,23 +62,26 @@ def pitch_agreement(ref_f0: np.ndarray, ref_voiced: np.ndarray, out_f0: np.ndarr
     n = min(rf.size, of.size)
     rf, rv, of, ov = rf[:n], rv[:n], of[:n], ov[:n]
     both = rv & ov
-    n_ref, n_both = int(rv.sum()), int(both.sum())
+    n_ref, n_both, n_agree = int(rv.sum()), int(both.sum()), int((rv == ov).sum())
     ratio = of[both] / rf[both]
     return {"voiced_recall": n_both / n_ref if n_ref else None,
+            "voicing_agreement": n_agree / n if n else None,
             "gpe": float(np.mean(np.abs(ratio - 1.0) > GROSS_PITCH_ERROR)) if n_both else None,
             "median_cents": float(np.median(np.abs(1200.0 * np.log2(ratio)))) if n_both else None,
-            "n_ref_voiced": n_ref, "n_both": n_both}
+            "n_frames": n, "n_agree": n_agree, "n_ref_voiced": n_ref, "n_both": n_both}
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
-    """Pool `pitch_agreement` rows of a set: voiced_recall and gpe over all frames (each row weighted by its
-    n_ref_voiced / n_both, not a mean of per-utterance ratios, so short utterances do not count as much as long
+    """Pool `pitch_agreement` rows of a set: voiced_recall, voicing_agreement and gpe over all frames (each row weighted by its
+    frame counts, not a mean of per-utterance ratios, so short utterances do not count as much as long
     ones), median_cents as the frame-weighted mean of the rows' medians (the frames themselves are not kept)."""
+    n_frames, n_agree = sum(r["n_frames"] for r in rows), sum(r["n_agree"] for r in rows)
     n_ref = sum(r["n_ref_voiced"] for r in rows)
     n_both = sum(r["n_both"] for r in rows)
     with_both = [r for r in rows if r["n_both"]]
-    return {"n": len(rows), "n_ref_voiced": n_ref, "n_both": n_both,
-            "voiced_recall": sum(r["n_both"] for r in rows) / n_ref if n_ref else None,
+    return {"n": len(rows), "n_frames": n_frames, "n_ref_voiced": n_ref, "n_both": n_both,
+            "voiced_recall": n_both / n_ref if n_ref else None,
+            "voicing_agreement": n_agree / n_frames if n_frames else None,
             "gpe": sum(r["gpe"] * r["n_both"] for r in with_both) / n_both if n_both else None,
             "median_cents": sum(r["median_cents"] * r["n_both"] for r in with_both) / n_both if n_both else None}
 
@@ -128,3 +134,34 @@ def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     if not refs or not any(refs):
         raise ValueError("word_error_rate: the references hold no words")
     return float(jiwer.process_words(refs, hyps).wer)
+
+
+
+def intelligibility(refs: Sequence[str], natural: Sequence[str], decoded: Sequence[str]) -> dict[str, Any]:
+    """Corpus WER of the recogniser's hypotheses on natural audio and on decodings of the same utterances, against
+    the same references, and their ratio wer_decoded / wer_natural (the issue's target: at most 1.5; None when the
+    natural WER is 0, where any error is an unbounded ratio)."""
+    natural_wer, decoded_wer = word_error_rate(refs, natural), word_error_rate(refs, decoded)
+    return {"n": len(refs), "n_words": sum(len(normalise_text(r).split()) for r in refs),
+            "wer_natural": natural_wer, "wer_resynthesis": decoded_wer,
+            "wer_ratio": decoded_wer / natural_wer if natural_wer > 0 else None}
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """utt_id -> sentence from a UTF-8 file of `utt_id<TAB>sentence` lines (blank lines skipped, as
+    datasets/demo/transcripts.tsv); a ValueError naming the file and line for any other line or a repeated id."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read transcripts ({err})") from None
+    out: dict[str, str] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = line.split("\t")
+        if len(row) != 2 or not row[0].strip():
+            raise ValueError(f"{path}:{i}: expected utt_id<TAB>sentence")
+        if row[0] in out:
+            raise ValueError(f"{path}:{i}: utterance {row[0]!r} is transcribed twice")
+        out[row[0]] = row[1].strip()
+    return out
