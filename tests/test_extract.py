@@ -28,7 +28,7 @@ def test_pieces_cover_every_frame_once(n, chunk):
 
 def test_chunked_extraction_of_a_long_file_equals_whole_file(model, tmp_path):
     path = write_wav(tmp_path / "long.wav", 20.0 + 7 / 16000, seed=5)  # 20 s, not a whole number of frames
-    (_, codes), = encode_utterances(model, [Utterance("long", str(path), "", 20.0)], batch_size=3, chunk_seconds=2.0)
+    (_, codes, _), = encode_utterances(model, [Utterance("long", str(path), "", 20.0)], batch_size=3, chunk_seconds=2.0)
     assert_same_units(codes, model, path)
     assert len(np.unique(codes)) > 8  # the test is not vacuous
 
@@ -36,7 +36,7 @@ def test_chunked_extraction_of_a_long_file_equals_whole_file(model, tmp_path):
 @pytest.mark.parametrize("sample_rate,channels", [(48000, 1), (22050, 2)])
 def test_chunked_extraction_is_exact_for_other_rates_and_channels(model, tmp_path, sample_rate, channels):
     path = write_wav(tmp_path / "x.wav", 5.3, sample_rate=sample_rate, seed=6, channels=channels)
-    (_, codes), = encode_utterances(model, [Utterance("x", str(path), "", 5.3)], batch_size=2, chunk_seconds=0.7)
+    (_, codes, _), = encode_utterances(model, [Utterance("x", str(path), "", 5.3)], batch_size=2, chunk_seconds=0.7)
     assert_same_units(codes, model, path)
 
 
@@ -44,8 +44,8 @@ def test_batches_mix_utterances_and_pieces_exactly(model, corpus):
     good = [corpus / "spk1" / "a.wav", corpus / "spk1" / "b.wav", corpus / "spk2" / "c.wav", corpus / "spk2" / "d.wav"]
     utts = [Utterance(p.stem, str(p), "", 1.0) for p in good]
     results = list(encode_utterances(model, utts, batch_size=3, chunk_seconds=0.1))
-    assert [u.id for u, _ in results] == ["a", "b", "c", "d"]
-    for (_, codes), path in zip(results, good):
+    assert [u.id for u, _, _ in results] == ["a", "b", "c", "d"]
+    for (_, codes, _), path in zip(results, good):
         assert_same_units(codes, model, path)
 
 
@@ -53,7 +53,7 @@ def test_peak_normalisation_scales_the_whole_file(model, tmp_path):
     path = write_wav(tmp_path / "p.wav", 3.0, seed=7)
     model.peak_normalize = 0.3
     try:
-        (_, codes), = encode_utterances(model, [Utterance("p", str(path), "", 3.0)], 2, 0.5)
+        (_, codes, _), = encode_utterances(model, [Utterance("p", str(path), "", 3.0)], 2, 0.5)
     finally:
         model.peak_normalize = None
     assert_same_units(codes, model, path, gain=0.3 / float(load_audio(path, 16000).abs().max()))
@@ -62,7 +62,7 @@ def test_peak_normalisation_scales_the_whole_file(model, tmp_path):
 def test_bad_files_are_reported_and_the_rest_go_on(model, corpus, tmp_path):
     utts = [Utterance(p.stem, str(p), "", 1.0) for p in
             [corpus / "short.wav", corpus / "spk1" / "a.wav", corpus / "empty.wav", corpus / "spk2" / "d.wav"]]
-    results = {u.id: r for u, r in encode_utterances(model, utts, batch_size=2)}
+    results = {u.id: r for u, r, _ in encode_utterances(model, utts, batch_size=2)}
     assert "too short" in results["short"] and "empty" in results["empty"]
     assert isinstance(results["a"], np.ndarray) and isinstance(results["d"], np.ndarray)
 
