@@ -1,11 +1,13 @@
-"""Extraction: chunked = whole-file, batching, peak normalisation, bad files, shards, manifest ids."""
+"""Extraction: chunked = whole-file (units and F0), batching, peak normalisation, bad files, shards, manifest ids."""
 import numpy as np
 import pytest
-from helpers import assert_same_units, write_wav
+import soundfile as sf
+from helpers import assert_same_units, tone, write_wav
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.data import Utterance
 from audio_vqvae.extract import encode_utterances, plan_pieces, shard
+from audio_vqvae.model import VQVAE
 
 
 def test_shards_partition_in_order():
@@ -67,3 +69,26 @@ def test_bad_files_are_reported_and_the_rest_go_on(model, corpus, tmp_path):
     assert isinstance(results["a"], np.ndarray) and isinstance(results["d"], np.ndarray)
 
 
+
+
+# ---- F0 -----------------------------------------------------------------------------------------------------------
+
+
+def test_f0_of_a_chunked_file_is_the_contour_of_the_whole_prepared_file(speech_ckpt, tmp_path):
+    """Tracked on the whole file however it is chunked and resampled: the contour `VQVAE.convert` uses, exactly."""
+    model = VQVAE.from_checkpoint(str(speech_ckpt))
+    model.peak_normalize = 0.5
+    wav = np.concatenate([tone(0.6, 22050, freq=150.0)[:, 0], np.zeros(3000, np.float32), tone(0.5, 22050, freq=230.0,
+                                                                                                amp=0.2)[:, 0]])
+    sf.write(tmp_path / "v.wav", wav, 22050, subtype="FLOAT")
+    (_, codes, contour), = encode_utterances(model, [Utterance("v", str(tmp_path / "v.wav"), "", 1.3)], 2, 0.2,
+                                             f0=True)
+    (_, plain, none), = encode_utterances(model, [Utterance("v", str(tmp_path / "v.wav"), "", 1.3)], 2, 0.2)
+    n = len(model.prepare(wav, 22050))
+    whole = model.f0_contour(model.prepare(wav, 22050))
+    assert none is None and (codes == plain).all() and len(codes) == n // model.hop
+    assert len(contour[0]) == n // model.speech.f0_hop  # every F0 frame of the file, up to one unit past the units
+    np.testing.assert_array_equal(contour[0], whole[0])
+    np.testing.assert_array_equal(contour[1], whole[1])
+    voiced = contour[0][contour[1]]
+    assert 0.6 < contour[1].mean() < 1 and abs(np.median(voiced[:50]) - 150) < 2  # the test is not vacuous

@@ -1,4 +1,4 @@
-"""The units format: dedup round trip, line checks, resumable writer in utterance-id order, sidecar."""
+"""The units format: dedup round trip, line checks, resumable writer in utterance-id order, sidecar, F0 file."""
 import json
 
 import numpy as np
@@ -17,7 +17,6 @@ from audio_vqvae.unitfile import (
     run_length_encode,
     sidecar_path,
 )
-
 
 F0_ENTRY = {"file": "u.txt.f0", "frame_rate": 500.0, "unit": "Hz", "tracker": "praat-ac", "range": [60.0, 600.0]}
 """An F0 entry of 500 frames per second: 2 F0 frames per unit of 64 samples at 16 kHz."""
