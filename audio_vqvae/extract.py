@@ -15,6 +15,12 @@ samples and padding as in whole-file `VQVAE.encode` (equal up to float32 roundin
 file is read sequentially in blocks, so memory is bounded by batch size x piece length, whatever the file's length.
 For the same checkpoint, chunk_seconds and batch_size the units of a file do not depend on the other files of the
 run, so shards and resumed runs give exactly the units of one whole run.
+
+F0 (`f0=True`, models with a speech path): each file's contour is tracked on the whole prepared utterance, the
+samples the pieces were cut from (`VQVAE.f0_contour`: exactly the contour of `model.prepare` of the file in memory).
+Praat's voicing threshold is relative to the signal's peak and its path search spans the signal, so chunked tracking
+would depend on the chunking; the price is that with F0 a file's prepared samples are held until it is done
+(4 bytes per sample, plus the tracker's float64 copy).
 """
 from __future__ import annotations
 
@@ -44,8 +50,9 @@ from .batching import pad_batch
 from .checkpoint import file_sha256
 from .config import load_data_config
 from .data import Utterance, audio_files, check_ids, load_corpus, path_id
-from .model import VQVAE
-from .unitfile import UnitsSidecar, UnitWriter, durations_path
+from .f0 import TRACKER
+from .model import VQVAE, Contour
+from .unitfile import UnitsSidecar, UnitWriter, durations_path, f0_path
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +191,21 @@ def padded_length(n: int, hop: int, limit: int) -> int:
 
 @dataclass
 class _Job:
-    """An utterance in flight: the codes of its pieces (None until encoded), or why it failed."""
+    """An utterance in flight: the codes of its pieces (None until encoded) and, when asked for, its F0 contour
+    (None until tracked), or why it failed."""
 
     utt: Utterance
+    wants_f0: bool = False
     codes: list[np.ndarray | None] = field(default_factory=list)
+    contour: Contour | None = None
     error: str | None = None
 
     @property
     def done(self) -> bool:
-        return self.error is not None or (bool(self.codes) and all(c is not None for c in self.codes))
+        if self.error is not None:
+            return True
+        return bool(self.codes) and all(c is not None for c in self.codes) and (not self.wants_f0 or
+                                                                                 self.contour is not None)
 
 
 class _Buckets:
@@ -241,8 +254,11 @@ def encode_utterances(
     batch_size: int = 16,
     chunk_seconds: float = 30.0,
     progress: Callable[[float], None] | None = None,
-) -> Iterator[tuple[Utterance, np.ndarray | str]]:
-    """Yield (utterance, codes [T // hop] int64) or (utterance, reason it was skipped), in input order.
+    f0: bool = False,
+) -> Iterator[tuple[Utterance, np.ndarray | str, Contour | None]]:
+    """Yield (utterance, codes [T // hop] int64, F0 contour or None) or (utterance, reason it was skipped, None), in
+    input order. f0: also track each file's (F0 Hz, voiced) [T // f0_hop] on the whole prepared file
+    (`VQVAE.f0_contour`; the model needs a speech path).
 
     Each file is prepared as `model.encode` prepares an array: mono, model rate, scaled by `model.input_gain` of the
     file's peak (`utt.peak` when the corpus index knows it, else a streaming `scan_audio`). Utterances are cut into
@@ -258,13 +274,16 @@ def encode_utterances(
     buckets = _Buckets(model, batch_size, chunk + 2 * context, progress)
     queue: deque[_Job] = deque()
 
-    def finished() -> Iterator[tuple[Utterance, np.ndarray | str]]:
+    def finished() -> Iterator[tuple[Utterance, np.ndarray | str, Contour | None]]:
         while queue and queue[0].done:
             job = queue.popleft()
-            yield job.utt, job.error if job.error is not None else np.concatenate(job.codes)
+            if job.error is not None:
+                yield job.utt, job.error, None
+            else:
+                yield job.utt, np.concatenate(job.codes), job.contour
 
     for utt in utterances:
-        job = _Job(utt)
+        job = _Job(utt, f0)
         queue.append(job)
         try:
             info = audio_info(utt.path)
@@ -275,9 +294,16 @@ def encode_utterances(
             gain = file_gain(utt.path, model.peak_normalize, utt.peak)
             job.codes = [None] * len(pieces)
             blocks = model_rate_blocks(utt.path, info, sr, max(1, round(chunk_seconds * info.sample_rate)))
+            held: list[np.ndarray] = []
+            if f0:
+                blocks = _holding(blocks, held)
             for index, (p, wav) in enumerate(zip(pieces, read_pieces(blocks, pieces))):
                 buckets.add(job, index, p, scale(torch.from_numpy(wav), gain))
                 yield from finished()
+            if f0:  # the last piece ends at the file's end, so `held` has every sample
+                whole = scale(torch.from_numpy(np.concatenate(held)[:n]), gain)
+                held.clear()
+                job.contour = model.f0_contour(whole.numpy())
         except AudioError as err:
             job.error = str(err)
         if len(queue) > 4 * batch_size:  # bound what waits behind the oldest utterance
@@ -287,8 +313,25 @@ def encode_utterances(
     yield from finished()
 
 
+def _holding(blocks: Iterator[np.ndarray], held: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The block stream unchanged, each block also appended to `held` (the whole file, for the F0 tracker)."""
+    for block in blocks:
+        held.append(block)
+        yield block
+
+
+def f0_entry(model: VQVAE, out: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar's `f0` entry for the F0 file beside units file `out`: its name and the tracker's settings; a
+    ValueError naming --f0 when the model has no speech path."""
+    if model.speech is None:
+        raise ValueError("--f0: this checkpoint has no speech path (F0 tracker and frame rate); train one with "
+                         "audio-vqvae-train-speech vqvae=CHECKPOINT")
+    return {"file": f0_path(out).name, "frame_rate": model.speech.frame_rate, "unit": "Hz", "tracker": TRACKER,
+            "range": list(model.speech.f0_range)}
+
+
 def units_sidecar(model: VQVAE, out: str | os.PathLike, dedup: bool, shard_index: int = 0,
-                  num_shards: int = 1) -> UnitsSidecar:
+                  num_shards: int = 1, f0: bool = False) -> UnitsSidecar:
     """The sidecar of a units file written by `model` (a model loaded with `VQVAE.from_checkpoint`)."""
     return UnitsSidecar(
         frame_rate=model.frame_rate,
@@ -301,6 +344,7 @@ def units_sidecar(model: VQVAE, out: str | os.PathLike, dedup: bool, shard_index
         durations=durations_path(out).name if dedup else None,
         shard=shard_index,
         num_shards=num_shards,
+        f0=f0_entry(model, out) if f0 else None,
     )
 
 
@@ -318,25 +362,27 @@ def write_units(
     batch_size: int = 16,
     chunk_seconds: float = 30.0,
     progress: Callable[[float], None] | None = None,
+    f0: bool = False,
 ) -> Path:
     """Utterances (sorted by id, see `collect_utterances`) -> shard `shard_index` of them as a units file with its
     sidecar (`unitfile`), resuming what an earlier run of the same settings finished; returns the file written
     (`shard_path(out, ...)`). Files that cannot be encoded are logged and listed, after `skipped`, in
-    `<out>.skipped.tsv`. progress(seconds) gets the audio encoded."""
+    `<out>.skipped.tsv`. progress(seconds) gets the audio encoded. f0: also write each utterance's F0 contour
+    to `<out>.f0` (the model needs a speech path)."""
     if batch_size < 1 or chunk_seconds <= 0:
         raise ValueError("batch_size must be >= 1 and chunk_seconds > 0")
     path = shard_path(out, shard_index, num_shards)
-    writer = UnitWriter(path, units_sidecar(model, path, dedup, shard_index, num_shards),
+    writer = UnitWriter(path, units_sidecar(model, path, dedup, shard_index, num_shards, f0),
                         None if npy_dir is None else Path(npy_dir), overwrite)
     done, skipped = writer.done(), list(skipped)
     todo = [u for u in shard(utterances, shard_index, num_shards) if u.id not in done]
     log.info("%s: %d utterances to encode (%d already done)", path, len(todo), len(done))
-    for utt, result in encode_utterances(model, todo, batch_size, chunk_seconds, progress):
+    for utt, result, contour in encode_utterances(model, todo, batch_size, chunk_seconds, progress, f0):
         if isinstance(result, str):
             log.warning("skipping %s: %s", utt.path, result)
             skipped.append((utt.path, result))
         else:
-            writer.add(utt.id, result)
+            writer.add(utt.id, result, None if contour is None else contour[0])
     writer.finish(skipped)
     if skipped:
         log.warning("%d files skipped, listed in %s", len(skipped), writer.skipped_path)

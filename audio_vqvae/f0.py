@@ -34,6 +34,16 @@ FRAME_RATE = 200.0
 F0_MIN, F0_MAX = 60.0, 600.0
 """Default search range (Hz) of the tracker: below the lowest male voices, above high female and child speech."""
 
+TRACKER = "praat-ac"
+"""The tracker's name in a units sidecar (`track`: Praat's autocorrelation method)."""
+
+F0_DECIMALS = 1
+"""F0 contours given to the decoder and stored in units files are rounded to 0.1 Hz (under 3 cents above 60 Hz), so
+units + F0 read from a file decode exactly as from the audio (`quantise`)."""
+
+CONTOUR_SLACK = 8
+"""F0 frames a given contour may run past its units' frames (whole-file tracks end up to one unit frame later)."""
+
 MIN_LOG_F0_STD = 0.01
 """Floor of a speaker's log-F0 standard deviation (about 17 cents), so a monotone speaker still normalises."""
 
@@ -59,6 +69,18 @@ def f0_hop(sample_rate: int, frame_rate: float = FRAME_RATE) -> int:
 def num_f0_frames(n_samples: int, hop: int) -> int:
     """F0 frames of a waveform of n_samples samples: whole frames only, as `encoder.num_frames` counts units."""
     return n_samples // hop
+
+
+def check_contour_length(n_f0: int, n: int) -> None:
+    """ValueError unless a contour of n_f0 frames fits units that cover n F0 frames: n <= n_f0 <= n + CONTOUR_SLACK
+    (the rule of `model.fit_contour` and of F0 lines in units files)."""
+    if not n <= n_f0 <= n + CONTOUR_SLACK:
+        raise ValueError(f"F0 contour of {n_f0} frames does not fit its units: expected {n} to {n + CONTOUR_SLACK} frames")
+
+
+def quantise(f0: np.ndarray) -> np.ndarray:
+    """F0 in Hz rounded to F0_DECIMALS decimals, float32: what a units file stores and reads back bit for bit."""
+    return np.round(np.asarray(f0, np.float64), F0_DECIMALS).astype(np.float32)
 
 
 def frame_times(n_frames: int, hop: int, sample_rate: int) -> np.ndarray:

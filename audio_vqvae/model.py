@@ -27,7 +27,7 @@ from torch import nn
 from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
-from .f0 import F0Stats, log_f0_stats, map_contour
+from .f0 import F0Stats, check_contour_length, log_f0_stats, map_contour, quantise
 from .quantizer import VectorQuantizer
 from .source_filter import SpeechDecoder
 from .wavenet.model import WaveNet
@@ -404,10 +404,12 @@ class VQVAE(nn.Module):
         return speech.synthesise(latents, spk, f0, voiced, lengths, generator)
 
     def f0_contour(self, wav: torch.Tensor | np.ndarray) -> Contour:
-        """The model-rate input [T] (`prepare`) -> its (F0 Hz, voiced) at the speech path's frame rate."""
+        """The model-rate input [T] (`prepare`) -> its (F0 Hz, voiced) at the speech path's frame rate, F0 at the
+        0.1 Hz resolution units files store (`f0.quantise`), so units + F0 from a file decode as from the audio."""
         if self.speech is None:
             raise ValueError("F0: this checkpoint has no speech path (its F0 frame rate and tracker settings)")
-        return self.speech.track(np.asarray(wav, dtype=np.float32))
+        f0, voiced = self.speech.track(np.asarray(wav, dtype=np.float32))
+        return quantise(f0), voiced
 
     @torch.inference_mode()
     def convert(
@@ -443,8 +445,6 @@ Contour = tuple[np.ndarray, np.ndarray]
 
 DECODER_CHOICES = ("auto", "source_filter", "wavenet")
 F0_CHOICES = ("mapped", "source", "predicted")
-CONTOUR_SLACK = 8
-"""F0 frames a given contour may run past its units' frames (whole-file tracks end up to one unit frame later)."""
 
 
 def _is_contour(x: Any) -> bool:
@@ -452,12 +452,12 @@ def _is_contour(x: Any) -> bool:
 
 
 def fit_contour(contour: Contour, n: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A contour for n F0 frames (the units' own), cropped from at most CONTOUR_SLACK more, zero-padded to size;
+    """A contour for n F0 frames (the units' own), cropped from at most `f0.CONTOUR_SLACK` more, zero-padded to size;
     a ValueError when its length disagrees with the units'."""
     f0, voiced = (np.asarray(a).reshape(-1) for a in contour)
-    if len(f0) != len(voiced) or not n <= len(f0) <= n + CONTOUR_SLACK:
-        raise ValueError(f"F0 contour of {len(f0)} frames ({len(voiced)} voicing flags) does not fit its units: "
-                         f"expected {n} to {n + CONTOUR_SLACK} frames")
+    if len(f0) != len(voiced):
+        raise ValueError(f"F0 contour of {len(f0)} frames has {len(voiced)} voicing flags")
+    check_contour_length(len(f0), n)
 
     def pad(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return F.pad(torch.as_tensor(a[:n], dtype=dtype, device=device), (0, size - n))

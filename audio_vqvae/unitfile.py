@@ -4,6 +4,9 @@ Files written for `units.txt` (all atomically: a kill leaves the previous file o
   units.txt              `utt_id<TAB>u1 u2 ...` per utterance (the fairseq/textless format), in utterance-id order
   units.txt.durations    when deduplicated: `utt_id<TAB>d1 d2 ...`, same ids in the same order; units.txt then holds
                          run-length deduplicated units and `expand(units, durations)` is the frame-level sequence
+  units.txt.f0           with F0 (`audio-vqvae-units --f0`): `utt_id<TAB>f0_1 f0_2 ...`, same ids in the same order,
+                         F0 in Hz with one decimal (0 = unvoiced) at the sidecar's `f0.frame_rate`, frame-level
+                         (not deduplicated): frames_per_unit per unit, up to f0.CONTOUR_SLACK more at the end
   units.txt.json         the sidecar (`UnitsSidecar`): frame rate, codebook size, checkpoint identity, dedup, ...
   units.txt.skipped.tsv  `path<TAB>reason` for each file that could not be encoded
   units.txt.partial      while running only: one complete line per finished utterance (the journal), merged into
@@ -15,19 +18,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .f0 import check_contour_length
 from .io import atomic_write, write_skip_report
 
 FORMAT_NAME = "audio-vqvae-units"
-FORMAT_VERSION = 1
-RESUME_KEYS = ("checkpoint_sha256", "dedup", "codebook_size", "format_version")
-"""Sidecar fields an existing output must share with a new run for that run to resume it."""
+FORMAT_VERSION = 2
+"""1: units, durations; 2: adds the optional F0 file (the sidecar's `f0` entry). Version 1 sidecars read as 2 without
+F0."""
+RESUME_KEYS = ("checkpoint_sha256", "dedup", "codebook_size", "f0")
+"""Sidecar fields an existing output must share with a new run for that run to resume it (a version 1 output has
+f0 null, so a run without --f0 resumes it)."""
 
 V = TypeVar("V")
 
@@ -46,6 +53,7 @@ class UnitsSidecar:
     durations: str | None  # the durations file's name (next to the units file) when dedup
     shard: int = 0
     num_shards: int = 1
+    f0: dict[str, Any] | None = None  # the F0 file: {file, frame_rate, unit "Hz", tracker, range [min, max] Hz}
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -72,6 +80,10 @@ def sidecar_path(units_path: str | os.PathLike) -> Path:
 
 def durations_path(units_path: str | os.PathLike) -> Path:
     return Path(f"{units_path}.durations")
+
+
+def f0_path(units_path: str | os.PathLike) -> Path:
+    return Path(f"{units_path}.f0")
 
 
 # ---- dedup ------------------------------------------------------------------------------------------------------
@@ -158,6 +170,61 @@ def load_units(path: str | os.PathLike, codebook_size: int | None = None) -> dic
     return {utt_id: expand(u, durations[utt_id]) for utt_id, u in units.items()}
 
 
+def _f0_values(expected: Mapping[str, int]) -> Callable[[str, str], np.ndarray]:
+    """A `read_table` parser of an F0 line (Hz >= 0, 0 = unvoiced) whose length must fit `expected[utt_id]` F0
+    frames of its units (`f0.check_contour_length`) and whose id must be among them."""
+
+    def parse(utt_id: str, text: str) -> np.ndarray:
+        if utt_id not in expected:
+            raise ValueError(f"utterance {utt_id!r} has no units")
+        try:
+            values = np.array([float(v) for v in text.split()], dtype=np.float32)
+        except ValueError:
+            raise ValueError(f"F0 values must be numbers, got {text[:60]!r}") from None
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError(f"F0 of utterance {utt_id!r} must be finite and >= 0 (0 = unvoiced)")
+        try:
+            check_contour_length(len(values), expected[utt_id])
+        except ValueError as err:
+            raise ValueError(f"utterance {utt_id!r}: {err}") from None
+        return values
+
+    return parse
+
+
+def frames_per_unit(meta: UnitsSidecar) -> int:
+    """F0 frames per unit of a sidecar with an `f0` entry; ValueError when they do not tile a unit."""
+    per_unit = meta.hop * meta.f0["frame_rate"] / meta.sample_rate
+    if per_unit != int(per_unit) or per_unit < 1:
+        raise ValueError(f"F0 at {meta.f0['frame_rate']} frames per second does not tile units of {meta.hop} samples")
+    return int(per_unit)
+
+
+def load_f0(path: str | os.PathLike, units: Mapping[str, np.ndarray], frame_rate: float | None = None
+            ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The F0 contours {utt_id: (F0 Hz float32 [T_f], voiced bool [T_f])} of a units file whose sidecar names an F0
+    file, else None. units: the file's frame-level units (`load_units`); every utterance needs one F0 line of
+    frames_per_unit * T_z frames (+ up to f0.CONTOUR_SLACK); a line that disagrees names the file and line.
+    frame_rate: the F0 frame rate the caller decodes at; another one in the sidecar is a ValueError naming it."""
+    meta_path = sidecar_path(path)
+    if not meta_path.exists():
+        return None
+    meta = UnitsSidecar.read(meta_path)
+    if meta.f0 is None:
+        return None
+    if frame_rate is not None and float(meta.f0["frame_rate"]) != frame_rate:
+        raise ValueError(f"{meta_path}: F0 at {meta.f0['frame_rate']:g} frames per second, but this model's speech "
+                         f"path uses {frame_rate:g}")
+    per_unit = frames_per_unit(meta)
+    f0_file = Path(path).with_name(meta.f0["file"])
+    table = read_table(f0_file, _f0_values({k: u.size * per_unit for k, u in units.items()}), "F0 values")
+    missing = [utt_id for utt_id in units if utt_id not in table]
+    if missing:
+        raise ValueError(f"{f0_file}: no F0 line for utterance {missing[0]!r} of {path} "
+                         f"({len(table)} F0 lines for {len(units)} utterances)")
+    return {utt_id: (f0, f0 > 0) for utt_id, f0 in table.items()}
+
+
 def read_speaker_map(path: str | os.PathLike) -> dict[str, str]:
     """TSV `utt_id<TAB>speaker` per line (blank lines and #comments ignored) -> {utt_id: speaker}."""
 
@@ -208,6 +275,11 @@ def _join(values: np.ndarray) -> str:
     return " ".join(map(str, values.tolist()))
 
 
+def format_f0(f0: np.ndarray) -> str:
+    """F0 in Hz -> `f0_1 f0_2 ...` with one decimal, `0` where unvoiced (<= 0)."""
+    return " ".join(f"{v:.1f}" if v > 0 else "0" for v in np.asarray(f0, np.float32).tolist())
+
+
 class UnitWriter:
     """Writes one units output, resumably: what an earlier run with the same `RESUME_KEYS` finished is kept, new
     utterances go to the journal as they finish, and `finish` writes the files in utterance-id order."""
@@ -216,8 +288,10 @@ class UnitWriter:
         self.out, self.meta, self.npy_dir, self.dedup = Path(out), meta, npy_dir, meta.dedup
         self.meta_path, self.journal_path = sidecar_path(out), Path(f"{out}.partial")
         self.skipped_path = Path(f"{out}.skipped.tsv")
-        self.n_fields = 3 if self.dedup else 2  # journal: id, units[, durations]
-        outputs = [self.out, durations_path(out), self.journal_path]
+        self.f0_file = None if meta.f0 is None else self.out.with_name(meta.f0["file"])
+        self.columns = [self.out] + [durations_path(out)] * self.dedup + [self.f0_file] * (self.f0_file is not None)
+        self.n_fields = 1 + len(self.columns)  # journal: id, units[, durations][, f0]
+        outputs = [self.out, durations_path(out), f0_path(out), self.journal_path]
         if overwrite:
             for p in outputs:
                 p.unlink(missing_ok=True)
@@ -225,7 +299,7 @@ class UnitWriter:
             self._check_compatible()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         meta.write(self.meta_path)
-        self.kept = _ids(self.out) & _ids(durations_path(out)) if self.dedup else _ids(self.out)
+        self.kept = set.intersection(*map(_ids, self.columns))
         self.journaled = {fields[0] for fields in _journal(self.journal_path, self.n_fields)}
 
     def _check_compatible(self) -> None:
@@ -245,21 +319,27 @@ class UnitWriter:
     def _npy(self, utt_id: str) -> Path:
         return self.npy_dir / f"{utt_id}.npy"
 
-    def add(self, utt_id: str, codes: np.ndarray) -> None:
-        """Record one utterance: its .npy (frame-level int64), then one complete journal line."""
+    def add(self, utt_id: str, codes: np.ndarray, f0: np.ndarray | None = None) -> None:
+        """Record one utterance: its .npy (frame-level int64), then one complete journal line. f0: its contour in Hz
+        (0 = unvoiced) when the sidecar has an F0 entry."""
+        if (f0 is None) != (self.f0_file is None):
+            raise ValueError(f"{self.out}: F0 {'missing' if f0 is None else 'given'} for utterance {utt_id!r} "
+                             f"({'with' if self.f0_file else 'without'} an F0 file)")
         if self.npy_dir is not None:
             self._npy(utt_id).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(self._npy(utt_id), "wb") as f:
                 np.save(f, codes)
-        columns = run_length_encode(codes) if self.dedup else (codes,)
+        columns = [*map(_join, run_length_encode(codes) if self.dedup else (codes,))]
+        if f0 is not None:
+            columns.append(format_f0(f0))
         with open(self.journal_path, "a", encoding="utf-8") as f:
-            f.write("\t".join([utt_id, *map(_join, columns)]) + "\n")
+            f.write("\t".join([utt_id, *columns]) + "\n")
 
     def finish(self, skipped: Sequence[tuple[str, str]]) -> None:
         """Merge kept lines and the journal into the output files (durations first), sorted by utterance id; drop
         the journal; list the skipped files."""
         journal = {fields[0]: fields for fields in _journal(self.journal_path, self.n_fields)}
-        for path, column in ([(durations_path(self.out), 2)] if self.dedup else []) + [(self.out, 1)]:
+        for column, path in reversed(list(enumerate(self.columns, start=1))):  # the units file last
             lines: dict[str, str] = {}
             if path.exists():
                 with open(path, encoding="utf-8") as old:

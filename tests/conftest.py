@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from helpers import make_checkpoint, tone, write_mixed_corpus
+from helpers import make_checkpoint, tiny_speech_checkpoint, tone, write_mixed_corpus
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,6 +51,12 @@ def model(ckpt: Path):
     from audio_vqvae.model import VQVAE
 
     return VQVAE.from_checkpoint(str(ckpt))
+
+
+@pytest.fixture(scope="module")
+def speech_ckpt(tmp_path_factory) -> Path:
+    """A tiny checkpoint with an (untrained) speech path (tests/helpers.tiny_speech_checkpoint), one per module."""
+    return tiny_speech_checkpoint(tmp_path_factory.mktemp("speech") / "speech.pt")
 
 
 @pytest.fixture

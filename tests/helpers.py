@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from audio_vqvae.audio import load_audio
 from audio_vqvae.checkpoint import save_checkpoint
+from audio_vqvae.f0 import F0Stats
 from audio_vqvae.model import VQVAE
 from audio_vqvae.wavenet.model import WaveNet
 
@@ -57,6 +58,28 @@ def make_checkpoint(path: str | Path, speakers: tuple[str, ...] = SPEAKERS, seed
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model.state_dict(), {"model": cfg}, list(speakers), step=0)
     return path
+
+
+TINY_SPEECH: dict[str, Any] = OmegaConf.to_container(
+    OmegaConf.load(REPO / "audio_vqvae" / "configs" / "speech" / "tiny.yaml"))
+"""configs/speech/tiny.yaml: F0 at 200 frames per second, a harmonic-plus-noise decoder of 8 channels."""
+
+SPEECH_HOP = 160
+"""Unit hop of `tiny_speech_checkpoint` (the tiny encoder with strides 2, 4, 4, 5): 2 F0 frames per unit."""
+
+
+def tiny_speech_checkpoint(path: str | Path, speakers: tuple[str, ...] = SPEAKERS, seed: int = 0) -> Path:
+    """`make_checkpoint` with a hop of SPEECH_HOP plus an untrained speech path (`VQVAE.attach_speech` of
+    configs/speech/tiny.yaml) whose speakers have log-F0 statistics around 120, 200 and 160 Hz; returns the path."""
+    encoder = {**TINY_MODEL["encoder"], "strides": [2, 4, 4, 5], "kernel_sizes": [4, 8, 8, 10]}
+    make_checkpoint(path, speakers, seed, encoder=encoder)
+    model = VQVAE.from_checkpoint(str(path))
+    torch.manual_seed(seed)
+    model.attach_speech(TINY_SPEECH)
+    model.speech.set_stats({s: F0Stats(np.log(hz), 0.1) for s, hz in zip(speakers, (120.0, 200.0, 160.0))})
+    save_checkpoint(path, model.state_dict(), {"model": {**model.config["model"], "speech": TINY_SPEECH}},
+                    list(speakers), step=0)
+    return Path(path)
 
 
 def noise_signal(seconds: float, sample_rate: int = SAMPLE_RATE, seed: int = 0, channels: int = 1) -> np.ndarray:

@@ -1,13 +1,14 @@
-"""The units app end to end: outputs, shards, resume, dedup, inputs, errors."""
+"""The units app end to end: outputs, shards, resume, dedup, F0, inputs, errors."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import assert_same_units, lines, make_checkpoint, write_wav
+from helpers import assert_same_units, lines, make_checkpoint, tone, write_wav
 
 from audio_vqvae.cli.units import main
-from audio_vqvae.unitfile import load_units, read_units
+from audio_vqvae.unitfile import load_f0, load_units, read_units
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
@@ -134,3 +135,59 @@ def test_manifest_ids_of_absolute_paths_are_stable_and_duplicates_refused(ckpt, 
     manifest.write_text("".join(f"{p}\tspk1\n" for p in outside))
     with pytest.raises(SystemExit, match="both map to utterance id"):
         run_cli(ckpt, tmp_path / "n.txt", "--manifest", manifest, "data.cache=false")
+
+
+# ---- F0 -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def voiced(tmp_path):
+    """Three voiced clips (a tone with a little noise), one at 22.05 kHz."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "voiced"
+    d.mkdir()
+    for name, seconds, sr, hz in (("a", 0.9, 16000, 140.0), ("b", 0.43, 22050, 210.0), ("c", 0.61, 16000, 260.0)):
+        x = tone(seconds, sr, freq=hz)[:, 0] + 0.01 * rng.standard_normal(round(seconds * sr)).astype(np.float32)
+        sf.write(d / f"{name}.wav", x, sr, subtype="FLOAT")
+    return d
+
+
+def test_f0_file_and_sidecar_match_the_units(speech_ckpt, voiced, tmp_path):
+    out = tmp_path / "units.txt"
+    run_cli(speech_ckpt, out, voiced, "--f0", "--dedup")
+    meta = json.loads((tmp_path / "units.txt.json").read_text())
+    assert meta["format_version"] == 2
+    assert meta["f0"] == {"file": "units.txt.f0", "frame_rate": 200.0, "unit": "Hz", "tracker": "praat-ac",
+                          "range": [60.0, 600.0]}
+    units, f0 = load_units(out, 16), load_f0(out, load_units(out, 16))
+    assert list(f0) == list(units) == ["a", "b", "c"]
+    for utt_id, hz in zip("abc", (140.0, 210.0, 260.0)):
+        n_f0 = len(f0[utt_id][0])
+        assert 2 * units[utt_id].size <= n_f0 <= 2 * units[utt_id].size + 1  # 2 F0 frames per unit of 160 samples
+        assert abs(np.median(f0[utt_id][0][f0[utt_id][1]]) - hz) < 1
+    text = (tmp_path / "units.txt.f0").read_text().split("\n")[0].split("\t")[1].split()
+    assert all(v == "0" or v.split(".")[1].isdigit() and len(v.split(".")[1]) == 1 for v in text)
+
+
+def test_f0_with_shards_and_resume_equals_one_run(speech_ckpt, voiced, tmp_path):
+    run_cli(speech_ckpt, tmp_path / "all.txt", voiced, "--f0")
+    for i in range(2):
+        run_cli(speech_ckpt, tmp_path / "units.txt", voiced, "--f0", "--shard", i, "--num-shards", 2)
+    assert [line for i in range(2) for line in lines(tmp_path / f"units.{i}-of-2.txt.f0")] == lines(
+        tmp_path / "all.txt.f0")
+    assert json.loads((tmp_path / "units.1-of-2.txt.json").read_text())["f0"]["file"] == "units.1-of-2.txt.f0"
+    resumed = tmp_path / "resumed.txt"
+    run_cli(speech_ckpt, resumed, voiced / "a.wav", "--f0")  # a first run that did one file
+    (tmp_path / "resumed.txt.partial").write_text(
+        f"{lines(tmp_path / 'all.txt')[1]}\t{lines(tmp_path / 'all.txt.f0')[1].split(chr(9))[1]}\nc\t1 2")  # torn
+    run_cli(speech_ckpt, resumed, voiced, "--f0")
+    assert lines(resumed) == lines(tmp_path / "all.txt") and lines(Path(f"{resumed}.f0")) == lines(
+        tmp_path / "all.txt.f0")
+    with pytest.raises(SystemExit, match="written with f0=.*, not None"):
+        run_cli(speech_ckpt, resumed, voiced)
+
+
+def test_f0_without_a_speech_path_is_one_error_naming_the_option(ckpt, voiced, tmp_path):
+    with pytest.raises(SystemExit, match=r"^audio-vqvae-units: error: --f0: this checkpoint has no speech path"):
+        run_cli(ckpt, tmp_path / "units.txt", voiced, "--f0")
+    assert not (tmp_path / "units.txt").exists()

@@ -7,6 +7,7 @@
     audio-vqvae-generate -c ckpt.pt --list-speakers
     audio-vqvae-generate -c ckpt.pt -o out/ --prior prior.pt --speaker p225 --seconds 3 --n-samples 4   # stage two
     audio-vqvae-generate -c ckpt.pt -o out/ --prior prior.pt --speaker p225 --prompt-units units.txt:p225_001
+    audio-vqvae-generate -c speech.pt -o out/ src.wav --speaker p225 --f0 source          # keep the source's melody
 
 Units files are read as `audio-vqvae-units` writes them (deduplicated ones are expanded by `<units>.durations`);
 a malformed line or a code outside the codebook is rejected with the file name and line number. Without --speaker
@@ -18,66 +19,20 @@ utterance (--prompt-units FILE:UTT_ID), and decoded with --speaker into `sample_
 atomically, and existing ones are kept unless --overwrite, so a killed run continues where it stopped. Utterances of
 different lengths are decoded together, --batch-size at a time
 (longest first, so a batch holds similar lengths).
+
+Checkpoints with a speech path (audio-vqvae-train-speech) decode with it by default (--decoder auto): audio inputs
+give the source's F0 contour (for conversions mapped to each target's log-F0 mean and std, or as --f0 says), a
+units file gives the contour of its F0 file (`audio-vqvae-units --f0`) when its sidecar names one, and prior samples
+and units without F0 get the F0 predictor's. --decoder wavenet samples the likelihood decoder instead (no F0).
 """
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
+import dataclasses
 
-import torch
-from tqdm import tqdm
-
-from ..audio import save_audio
-from ..synthesis import batches, plan_jobs, prior_units, synthesize, units_from_audio
-from ..unitfile import load_units, read_speaker_map
+from ..model import DECODER_CHOICES, F0_CHOICES
+from ..synthesis import Request, generate_files
 from .common import add_input_arguments, load_model, run_app, split_inputs
-
-log = logging.getLogger(__name__)
-
-
-def run(args: argparse.Namespace) -> list[Path]:
-    """The generate command; returns the files written."""
-    model = load_model(args)
-    if args.list_speakers:
-        print("\n".join(model.speakers))
-        return []
-    if args.out_dir is None:
-        raise ValueError("-o/--out-dir is required (where the WAV files go)")
-    if sum(map(bool, (args.units, args.prior, args.inputs or args.manifest or args.data))) != 1:
-        raise ValueError("give one of --units FILE, --prior CKPT or audio inputs (files, directories, --manifest or "
-                         "--data)")
-    if not args.greedy and args.temperature <= 0:
-        raise ValueError(f"--temperature {args.temperature}: must be > 0 (or use --greedy)")
-    out_dir = Path(args.out_dir)
-    targets = [t for t in (args.speaker or "").split(",") if t]
-    for name in targets:
-        model.speaker_index(name)  # fails early, listing the valid names
-    if args.prior:
-        units = prior_units(model, args.prior, args.speaker, args.seconds, args.n_samples, args.prior_temperature,
-                            args.top_k, args.seed, args.prompt_units)
-        sources, targets = dict.fromkeys(units, args.speaker), []
-    elif args.units:
-        units, sources = load_units(args.units, model.codebook_size), {}
-    else:
-        paths, overrides = split_inputs(args.inputs)
-        units, sources = units_from_audio(model, paths, args.manifest, args.data, overrides, args.batch_size,
-                                          args.chunk_seconds, out_dir / "skipped.tsv")
-    if args.speaker_map:
-        sources |= read_speaker_map(args.speaker_map)
-    jobs = plan_jobs(model, units, sources, targets, out_dir)
-    todo = [j for j in jobs if args.overwrite or not j.path.exists()]
-    log.info("%d files to write in %s (%d exist already)", len(todo), out_dir, len(jobs) - len(todo))
-    generator = torch.Generator(model.device).manual_seed(args.seed)
-    total = sum(b[0].codes.size * model.hop * len(b) for b in batches(todo, args.batch_size))
-    written = []
-    with tqdm(total=total, unit="sample", unit_scale=True, dynamic_ncols=True, disable=None) as bar:
-        for job, wav in synthesize(model, todo, args.batch_size, args.temperature, args.greedy, bar.update,
-                                   args.kernel, generator):
-            job.path.parent.mkdir(parents=True, exist_ok=True)
-            save_audio(job.path, wav, model.sample_rate)
-            written.append(job.path)
-    return written
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--greedy", action="store_true", help="take the most likely sample instead of sampling")
     parser.add_argument("--kernel", default="auto", choices=["auto", "torch", "numba"],
                         help="generation loop: compiled numba on CPU (auto's choice there), torch on any device")
+    parser.add_argument("--decoder", default="auto", choices=DECODER_CHOICES,
+                        help="source_filter: the speech path (one pass, given F0); wavenet: the likelihood decoder's "
+                             "sampling; auto (default): the speech path when the checkpoint has one")
+    parser.add_argument("--f0", choices=F0_CHOICES, default=None,
+                        help="speech path: the contour of conversions from audio or from a units file with F0: "
+                             "mapped (default; the source's, moved to the target's log-F0 mean and std), source "
+                             "(unchanged) or predicted (the F0 predictor's; always for --prior and units without F0)")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that exist")
@@ -111,9 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
-        run(args)
+        model = load_model(args)
+        if args.list_speakers:
+            print("\n".join(model.speakers))
+            return
+        paths, overrides = split_inputs(args.inputs)
+        options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Request) if hasattr(args, f.name)}
+        generate_files(model, Request(**options | {"paths": paths, "overrides": overrides}))
 
     run_app("audio-vqvae-generate", body)
 

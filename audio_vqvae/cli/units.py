@@ -4,9 +4,12 @@
     audio-vqvae-units -c ckpt.pt -o units.txt --manifest list.tsv       # path<TAB>speaker[<TAB>duration_s]
     audio-vqvae-units -c ckpt.pt -o units.txt --data vctk data.root=/data/VCTK-Corpus-0.92 --dedup
     audio-vqvae-units ... --shard 2 --num-shards 8                      # writes units.2-of-8.txt (+ sidecars)
+    audio-vqvae-units -c speech.pt -o units.txt wavs/ --f0              # + units.txt.f0 (speech-path checkpoints)
 
 Writes units.txt (`utt_id<TAB>u1 u2 ...`, in utterance-id order), units.txt.json (sidecar), with --dedup
-units.txt.durations, and units.txt.skipped.tsv; see docs/formats.md. A re-run resumes: it encodes only the missing
+units.txt.durations, with --f0 units.txt.f0 (each utterance's F0 in Hz, 0 = unvoiced, at the speech path's frame
+rate, so `audio-vqvae-generate --units` resynthesises as from the audio), and units.txt.skipped.tsv; see
+docs/formats.md. A re-run resumes: it encodes only the missing
 utterances and refuses outputs made by another checkpoint or dedup setting (--overwrite starts over).
 Audio is prepared as in training: mono, the model's rate, and with --peak-normalize auto (the default) each file
 scaled to the peak the model was trained with (the checkpoint's data.peak_normalize), as `VQVAE.encode` does.
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> Path:
         return write_units(model, utterances, args.out, skipped=skipped, dedup=args.dedup, npy_dir=args.npy_dir,
                            shard_index=args.shard, num_shards=args.num_shards, overwrite=args.overwrite,
                            batch_size=args.batch_size, chunk_seconds=args.chunk_seconds,
-                           progress=audio_progress(bar))
+                           progress=audio_progress(bar), f0=args.f0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--out", required=True, help="units file (utt_id<TAB>u1 u2 ...)")
     parser.add_argument("--batch-size", type=int, default=16, help="pieces (utterances or chunks) per forward pass")
     parser.add_argument("--dedup", action="store_true", help="run-length deduplicate; durations go to <out>.durations")
+    parser.add_argument("--f0", action="store_true",
+                        help="also write <out>.f0: each utterance's F0 contour (needs a checkpoint with a speech path)")
     parser.add_argument("--npy-dir", help="also write <npy-dir>/<utt_id>.npy (frame-level units, int64)")
     parser.add_argument("--shard", type=int, default=0, help="which shard to do (0-based)")
     parser.add_argument("--num-shards", type=int, default=1, help="split the sorted utterances into this many blocks")
