@@ -199,9 +199,10 @@ class SpeechTrainer(Solver):
                              "data, seed, crop, world size or batch size); pick another run_dir=...")
 
     def batch(self) -> SpeechBatch:
-        """This step's batch (a function of seed, rank and step) on the device."""
+        """This step's batch (a function of seed, rank, step and the skips so far: a retry draws another) on the
+        device."""
         m = self.model
-        gen = np.random.default_rng([self.cfg.seed, self.ddp.rank, self.state.step])
+        gen = np.random.default_rng([self.cfg.seed, self.ddp.rank, self.state.step, self.state.nonfinite_total])
         return training_batch(self.train_set, self.tcfg.batch_size, self.cfg.segment_frames, m.sample_rate,
                               m.peak_normalize, m.hop, m.speech.f0_hop, gen).to(self.device)
 
@@ -213,14 +214,7 @@ class SpeechTrainer(Solver):
         loss, parts = speech_loss(out, b, self.cfg.f0_loss_weight)
         self.opt.optimizer.zero_grad(set_to_none=True)
         if not self.ddp.agree(torch.isfinite(loss.detach()), every=True):
-            self.state.nonfinite_total += 1
-            self.state.nonfinite_consecutive += 1
-            log.warning("step %d: non-finite loss skipped (%d in a row)", self.state.step,
-                        self.state.nonfinite_consecutive)
-            if self.state.nonfinite_consecutive >= self.tcfg.max_nonfinite:
-                raise RuntimeError(f"{self.state.nonfinite_consecutive} non-finite losses in a row at step "
-                                   f"{self.state.step}; lower trainer.lr")
-            self.state.step += 1  # the next step draws another batch
+            self.count_nonfinite(float(loss.detach()))
             return None
         self.state.nonfinite_consecutive = 0
         self.opt.step(loss, self.model.speech.parameters(), self.tcfg.grad_clip)
@@ -271,13 +265,14 @@ class SpeechTrainer(Solver):
         with Preemption() as preemption:
             while state.step < t.max_steps:
                 parts = self.train_step()
-                bar.update(1)
-                if parts is not None and state.step % t.log_every == 0 and self.writer is not None:
-                    for k, v in parts.items():
-                        self.writer.add_scalar(f"train/{k}", v, state.step)
-                    bar.set_postfix(stft=f"{parts['stft']:.3f}", f0=f"{parts['f0_total']:.3f}")
-                self.periodic(final=state.step == t.max_steps)
-                if state.step < t.max_steps and self.preempted(preemption):
+                if parts is not None:
+                    bar.update(1)
+                    if state.step % t.log_every == 0 and self.writer is not None:
+                        for k, v in parts.items():
+                            self.writer.add_scalar(f"train/{k}", v, state.step)
+                        self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
+                        bar.set_postfix(stft=f"{parts['stft']:.3f}", f0=f"{parts['f0_total']:.3f}")
+                if self.after_step(preemption, stepped=parts is not None):
                     break
         bar.close()
         if self.writer is not None:
