@@ -17,7 +17,8 @@ def test_eval_cli_on_files(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     r = m["resynthesis"]
     assert m["data"]["n_utterances"] == 2 and r["decoder"] == "wavenet" and r["targets"] == []
-    assert all(r[k] is None for k in ("self", "conversion", "conversion_seen", "conversion_unseen", "intelligibility"))
+    assert all(r[k] is None for k in ("self", "conversion", "conversion_seen", "conversion_unseen", "intelligibility",
+                                          "intelligibility_conversion"))
     assert "beats baseline" in capsys.readouterr().out
 
 

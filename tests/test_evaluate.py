@@ -278,6 +278,9 @@ def test_the_speech_path_is_scored_by_default_pitch_probe_wer_and_targets_next_t
     assert w["wer_natural"] >= 0 and w["wer_resynthesis"] >= 0
     assert w["wer_ratio"] is None if w["wer_natural"] == 0 else w["wer_ratio"] == pytest.approx(
         w["wer_resynthesis"] / w["wer_natural"])
+    c = r["intelligibility_conversion"]  # conversions: the same words in another voice, unseen speakers included
+    assert 0 < c["n"] <= r["conversion"]["n"] and all(u["utt"] in set_.transcripts for u in c["utterances"])
+    assert [u["seconds"] for u in c["utterances"]] == [SECONDS] * c["n"]
     rows = {t["measure"]: t for t in r["targets"]}
     assert len(rows) == 16 and rows["self: MCD (dB)"]["met"] == (r["self"]["mcd_db"] <= 6)
     assert rows["conversion from unseen: gross pitch error"]["target"] == "<= 0.1"

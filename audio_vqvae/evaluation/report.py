@@ -233,11 +233,12 @@ def resynthesis_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                  (f"{name}: round-trip unit agreement", _fmt(g["round_trip_agreement"]))]
         if "mcd_db" in g:
             rows.append((f"{name}: MCD (dB, WORLD/SPTK mel-cepstrum, DTW)", _fmt(g["mcd_db"])))
-    w = r["intelligibility"]
-    rows.append(("self-resynthesis: recogniser WER natural / resynthesis / ratio (whole utterances)",
-                 "n/a (no transcripts)" if w is None else
-                 f"{_fmt(w['wer_natural'])} / {_fmt(w['wer_resynthesis'])} / {_fmt(w['wer_ratio'])} "
-                 f"({w['n']} utterances, {w['n_words']} words)"))
+    for key, name in (("intelligibility", "self-resynthesis"), ("intelligibility_conversion", "conversion")):
+        w = r.get(key)
+        rows.append((f"{name}: recogniser WER natural / decoded / ratio (whole utterances)",
+                     "n/a (no transcripts)" if w is None else
+                     f"{_fmt(w['wer_natural'])} / {_fmt(w['wer_resynthesis'])} / {_fmt(w['wer_ratio'])} "
+                     f"({w['n']} utterances, {w['n_words']} words)"))
     return rows
 
 

@@ -37,9 +37,8 @@ def resynthesis_jobs(model: VQVAE, self_sources: dict[str, tuple[np.ndarray, str
                      convert_sources: dict[str, tuple[np.ndarray, str]], known: Sequence[str],
                      opts: EvalOptions) -> list[dict[str, Any]]:
     """(utt, kind, source speaker, target speaker, excerpt) of each decode: self-resynthesis of training speakers'
-    utterances with their own speaker (and their whole audio, for the recogniser), and conversions of scored
-    utterances to training speakers in turn (seen: the source speaker is a training speaker). The excerpt is the
-    middle `opts.resynth_seconds` (None or 0: the whole utterance)."""
+    utterances with their own speaker, and conversions of scored utterances to training speakers in turn (seen: the source speaker is a training speaker). The excerpt is the
+    middle `opts.resynth_seconds` (None or 0: the whole utterance); each job keeps the whole one for the recogniser."""
     n = int(opts.resynth_seconds * model.sample_rate) if opts.resynth_seconds else None
     jobs = [{"utt": u, "kind": "self", "source": s, "target": s, "wav": middle(w, n, model.hop),
              "whole": middle(w, None, model.hop)} for u, (w, s) in self_sources.items()]
@@ -47,7 +46,7 @@ def resynthesis_jobs(model: VQVAE, self_sources: dict[str, tuple[np.ndarray, str
         others = [k for k in known if k != s] or list(known)
         target = opts.convert_to or others[i % len(others)]
         jobs.append({"utt": u, "kind": "conversion", "source": s, "target": target, "seen": s in known,
-                     "wav": middle(w, n, model.hop)})
+                     "wav": middle(w, n, model.hop), "whole": middle(w, None, model.hop)})
     return [j for j in jobs if j["wav"].size >= max(model.hop, MIN_SAMPLES)]
 
 
@@ -115,24 +114,25 @@ def group_summary(rows: list[dict[str, Any]], probe: SpeakerProbe | None, with_r
 
 
 def wer_section(model: VQVAE, jobs: list[dict[str, Any]], decoded: list[np.ndarray], transcripts: dict[str, str],
-                decoder: str, opts: EvalOptions) -> dict[str, Any] | None:
-    """The recogniser on the WHOLE utterances of the transcribed self-resynthesis jobs, natural and resynthesised
-    (decoded again whole, with their own contour, when the scored excerpt is shorter), against the transcripts:
-    `speech.intelligibility`. None without transcribed self jobs."""
-    picked = [(j, d) for j, d in zip(jobs, decoded) if j["kind"] == "self" and j["utt"] in transcripts]
+                decoder: str, opts: EvalOptions, kind: str = "self") -> dict[str, Any] | None:
+    """The recogniser on the WHOLE utterances of the transcribed jobs of `kind` (self or conversion), natural and
+    decoded (again whole, with the contour `contours` gives, when the scored excerpt is shorter), against the
+    transcripts: `speech.intelligibility`. None without transcribed jobs of that kind."""
+    picked = [(j, d) for j, d in zip(jobs, decoded) if j["kind"] == kind and j["utt"] in transcripts]
     if not picked:
         return None
     redo = [j for j, d in picked if j["whole"].size != d.size]
     if redo:
         track_ = pitch_tracker(model)
-        given = [track_(j["whole"]) for j in redo]
+        given = [contours(model, j, track_(j["whole"]), opts)[0] for j in redo]
         again = iter(decode(model, [j["whole"] for j in redo], [j["target"] for j in redo], given, decoder, opts)[1])
         picked = [(j, d if j["whole"].size == d.size else next(again)) for j, d in picked]
     refs = [transcripts[j["utt"]] for j, _ in picked]
     natural = [recognise(j["whole"], model.sample_rate) for j, _ in picked]
     heard = [recognise(d, model.sample_rate) for _, d in picked]
-    utterances = [{"utt": j["utt"], "seconds": j["whole"].size / model.sample_rate, "transcript": r,
-                   "natural": n, "resynthesis": h} for (j, _), r, n, h in zip(picked, refs, natural, heard)]
+    utterances = [{"utt": j["utt"], "target": j["target"], "seconds": j["whole"].size / model.sample_rate,
+                   "transcript": r, "natural": n, "decoded": h}
+                  for (j, _), r, n, h in zip(picked, refs, natural, heard)]
     return intelligibility(refs, natural, heard) | {"audio": "whole utterances", "utterances": utterances}
 
 
@@ -145,7 +145,8 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
     decoder = model.resolve_decoder(opts.decoder)
     section: dict[str, Any] = {"decoder": decoder, "f0": opts.f0 if decoder == "source_filter" else None,
                                "pitch_tracker": pitch_tracker_name(model), "self": None, "conversion": None,
-                               "conversion_seen": None, "conversion_unseen": None, "intelligibility": None}
+                               "conversion_seen": None, "conversion_unseen": None, "intelligibility": None,
+                               "intelligibility_conversion": None}
     if not jobs:
         return section | {"targets": []}, []
     track_ = pitch_tracker(model)
@@ -170,7 +171,9 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
                 "conversion": group_summary(conversions, probe, True),
                 "conversion_seen": group_summary([r for r in conversions if r["seen"]], probe, False),
                 "conversion_unseen": group_summary([r for r in conversions if not r["seen"]], probe, False),
-                "intelligibility": wer_section(model, jobs, decoded, transcripts or {}, decoder, opts)}
+                "intelligibility": wer_section(model, jobs, decoded, transcripts or {}, decoder, opts),
+                "intelligibility_conversion": wer_section(model, jobs, decoded, transcripts or {}, decoder, opts,
+                                                          "conversion")}
     section["targets"] = target_rows(section)
     panels = [(f"{j['kind']}_{j['utt']}_to_{j['target']}", f"{j['kind']}: {j['utt']} as {j['target']}",
                torch.from_numpy(w)) for j, w in zip(jobs, decoded)]
