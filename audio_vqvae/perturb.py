@@ -12,6 +12,7 @@ perturbation leaves alone (the phones) and can drop what it changes (the vocal t
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,9 +65,11 @@ def change_gender_one(wav: np.ndarray, sample_rate: int, formant: float, pitch: 
     from parselmouth.praat import call
 
     sound = parselmouth.Sound(np.asarray(wav, dtype=np.float64), sampling_frequency=sample_rate)
-    median = call(sound.to_pitch(), "Get quantile", 0, 0, 0.5, "Hertz")
-    target = 0.0 if not np.isfinite(median) else float(median) * pitch
-    out = call(sound, "Change gender", 75, 600, formant, target, 1.0, 1.0).values[0]
+    with warnings.catch_warnings():  # a pause-only crop: "no voiced segments", the formant shift still applies
+        warnings.simplefilter("ignore", parselmouth.PraatWarning)
+        median = call(sound.to_pitch(), "Get quantile", 0, 0, 0.5, "Hertz")
+        target = 0.0 if not np.isfinite(median) else float(median) * pitch
+        out = call(sound, "Change gender", 75, 600, formant, target, 1.0, 1.0).values[0]
     out = out[: len(wav)] if len(out) >= len(wav) else np.pad(out, (0, len(wav) - len(out)))
     return out.astype(np.float32)
 
