@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, s
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
 from .f0 import F0Stats, check_contour_length, log_f0_stats, map_contour, quantise
+from .latent_losses import ContrastivePredictor, SpeakerAdversary
+from .perturb import perturb_on, perturb_view
 from .quantizer import VectorQuantizer
 from .source_filter import SpeechDecoder
 from .wavenet.model import WaveNet
@@ -85,7 +87,7 @@ def kl_nats(n_latents: int, codebook_size: int) -> float:
 class VQVAEOutput:
     """Training forward result. Per-batch sums are over all items; means are per sample or per latent element."""
 
-    loss: torch.Tensor  # reconstruction + codebook + beta * commitment
+    loss: torch.Tensor  # reconstruction + codebook + beta * commitment (+ the weighted auxiliary terms)
     reconstruction_loss: torch.Tensor  # mean cross-entropy per sample, nats = -log p(x|z_q(x)) / T
     codebook_loss: torch.Tensor  # ||sg[z_e] - e||^2 (0 with EMA codebook updates)
     commitment_loss: torch.Tensor  # ||z_e - sg[e]||^2, unweighted
@@ -102,6 +104,14 @@ class VQVAEOutput:
     z_e: torch.Tensor  # [B, D, T_z] continuous encoder outputs
     logits: torch.Tensor  # [B, 256, T]
     restarted: int
+    # issue 20's terms outside the ELBO (in `loss` at their weights), training only: speaker_adversary_loss/_accuracy,
+    # contrastive_loss/_accuracy, each present when its weight is > 0
+    auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _enabled(cfg: Mapping[str, Any] | None) -> bool:
+    """Whether an auxiliary-term node (`model.speaker_adversary`, `model.contrastive`) is on: weight > 0."""
+    return cfg is not None and float(cfg.get("weight") or 0.0) > 0
 
 
 class VQVAE(nn.Module):
@@ -120,6 +130,9 @@ class VQVAE(nn.Module):
         noise_augment_snr_db: Sequence[float] | None = None,
         speed_augment: Sequence[float] | None = None,
         speech: Mapping[str, Any] | None = None,
+        speaker_adversary: Mapping[str, Any] | None = None,
+        contrastive: Mapping[str, Any] | None = None,
+        perturb: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not speakers:
@@ -139,6 +152,19 @@ class VQVAE(nn.Module):
         self.speech: SpeechDecoder | None = None
         if speech is not None:
             self.attach_speech(speech)
+        # issue 20's levers, each off (no module, no state-dict key) unless configured
+        self.adversary_weight = float(speaker_adversary["weight"]) if _enabled(speaker_adversary) else 0.0
+        self.adversary = SpeakerAdversary(encoder.latent_dim, len(speakers), int(speaker_adversary["hidden"]),
+                                          float(speaker_adversary["lambda"]), speaker_adversary["pool"]) \
+            if self.adversary_weight else None
+        self.contrastive_weight = float(contrastive["weight"]) if _enabled(contrastive) else 0.0
+        self.contrastive_target = contrastive.get("target", "z_e") if self.contrastive_weight else "z_e"
+        if self.contrastive_target not in ("z_e", "z_q"):
+            raise ValueError(f"model.contrastive.target: {self.contrastive_target!r} is not one of z_e, z_q")
+        self.contrastive = ContrastivePredictor(encoder.latent_dim, int(contrastive["context"]),
+                                                int(contrastive["steps"]), int(contrastive["negatives"])) \
+            if self.contrastive_weight else None
+        self.perturb = dict(perturb) if perturb_on(perturb) else None
 
     @classmethod
     def from_config(cls, cfg: Any, speakers: Sequence[str]) -> VQVAE:
@@ -147,7 +173,8 @@ class VQVAE(nn.Module):
         quantizer = VectorQuantizer(dim=enc.latent_dim, **cfg["quantizer"])
         decoder = WaveNet(**cfg["decoder"], latent_dim=enc.latent_dim, hop=enc.hop, global_channels=cfg["speaker_dim"])
         return cls(enc, quantizer, decoder, speakers, cfg["speaker_dim"], cfg["beta"], cfg["jitter"],
-                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"), cfg.get("speed_augment"), cfg.get("speech"))
+                   cfg["sample_rate"], cfg.get("noise_augment_snr_db"), cfg.get("speed_augment"), cfg.get("speech"),
+                   cfg.get("speaker_adversary"), cfg.get("contrastive"), cfg.get("perturb"))
 
     def attach_speech(self, cfg: Mapping[str, Any]) -> SpeechDecoder:
         """A new (untrained) speech path per a `model.speech` node (configs/speech/) beside the WaveNet; it decodes
@@ -214,6 +241,8 @@ class VQVAE(nn.Module):
         if T == 0:
             raise ValueError(f"input of {wav.shape[-1]} samples is shorter than one latent frame ({self.hop} samples)")
         view = change_speed(wav, self.speed_augment) if self.training and self.speed_augment is not None else wav
+        if self.training and self.perturb is not None:
+            view = perturb_view(view, self.perturb, self.sample_rate)
         if self.training and self.noise_augment_snr_db is not None:
             view = add_noise(view, self.noise_augment_snr_db)
         z_e = self.encoder(view)  # [B, D, T_z], or another length when the speed changed: stretched back below
@@ -229,8 +258,17 @@ class VQVAE(nn.Module):
         n_latents = q.codes.numel()
         kl = kl_nats(n_latents, self.codebook_size)
         negative_elbo = nll + kl
+        loss = reconstruction + q.codebook_loss + self.beta * q.commitment_loss
+        auxiliary: dict[str, torch.Tensor] = {}
+        if self.training and self.adversary is not None:
+            auxiliary["speaker_adversary_loss"], auxiliary["speaker_adversary_accuracy"] = self.adversary(z_e, speaker)
+            loss = loss + self.adversary_weight * auxiliary["speaker_adversary_loss"]
+        if self.training and self.contrastive is not None:
+            z_c = z_e if self.contrastive_target == "z_e" else q.quantized
+            auxiliary["contrastive_loss"], auxiliary["contrastive_accuracy"] = self.contrastive(z_c, speaker)
+            loss = loss + self.contrastive_weight * auxiliary["contrastive_loss"]
         return VQVAEOutput(
-            loss=reconstruction + q.codebook_loss + self.beta * q.commitment_loss,
+            loss=loss,
             reconstruction_loss=reconstruction,
             codebook_loss=q.codebook_loss,
             commitment_loss=q.commitment_loss,
@@ -247,6 +285,7 @@ class VQVAE(nn.Module):
             z_e=z_e,
             logits=logits,
             restarted=q.restarted,
+            auxiliary=auxiliary,
         )
 
     # ---- inference ------------------------------------------------------------------------------------------

@@ -30,3 +30,13 @@ def test_baseline_separates_clustered_sounds():
     assert len({int(m[0]) for m in middles[:3]}) == 3 and all(middles[i][0] == middles[i % 3][0] for i in range(9))
     with pytest.raises(ValueError, match="cannot make"):
         fit_baseline([wav[:800]], sr, "x", k=64)
+
+
+def test_baseline_at_the_models_frame_rate_gives_one_frame_per_model_hop():
+    """mfcc_kmeans_model_rate: hop 320 at 16 kHz (the units' 50 Hz), same features otherwise; a 40 ms hop widens
+    the window to one hop."""
+    x = (0.1 * np.random.default_rng(0).normal(size=16000)).astype(np.float32)
+    assert mfcc(x, 16000, hop_s=0.02).shape == (50, 39) and mfcc(x, 16000, hop_s=0.04).shape == (25, 39)
+    b = fit_baseline([x, x[::-1].copy()], 16000, "two clips", k=4, hop_s=0.02)
+    assert b.frame_rate == 50 and b.units(x).shape == (50,)
+    assert fit_baseline([x], 16000, "one clip", k=4).frame_rate == FRAME_RATE

@@ -94,6 +94,13 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
         assert 0 <= s["phones"]["abx"]["within"] <= 1
     assert u["model"]["entropy_bits_per_second"] <= m["bitrate"]["latent_bits_per_second"] + 1e-9
     assert [r["beats_baseline"] in (True, False, None) for r in u["comparison"]]
+    # the same baseline at the model's frame rate (hop 16: 1000 Hz), scored by the same code, in its own columns
+    fast = u["mfcc_kmeans_model_rate"]
+    assert fast["frame_rate"] == 1000 and u["baseline"]["frame_rate"] == 100 and fast["n_units"] == 64
+    assert fast["n_frames"] == u["model"]["n_frames"] == e["n_latents"] != u["baseline"]["n_frames"]
+    assert fast["phones"]["n_phones"] == len(PHONES) and 0 <= fast["stability"]["gain_+6dB"]["frame_agreement"] <= 1
+    assert all(r["beats_baseline_model_rate"] in (True, False, None) for r in u["comparison"])
+    assert "baseline at the model's rate (1000 Hz)" in (out / "report.md").read_text()
     assert m["speaker_probe"] is None  # no training split
     r = m["resynthesis"]
     assert r["self"]["n"] == 1 and r["conversion"]["n"] == 1 and r["self"]["mcd_db"] >= 0
@@ -105,7 +112,7 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "beats baseline" in report and f"{len(ids)} utterances" in report
-    assert all(line.count("|") in (3, 5) for line in report.splitlines() if line.startswith("|"))
+    assert all(line.count("|") in (3, 5, 7) for line in report.splitlines() if line.startswith("|"))
 
 
 def test_held_out_speakers_get_no_elbo_and_the_probe_is_trained_on_the_training_split(tmp_path, data_cfg):
@@ -290,7 +297,7 @@ def test_the_speech_path_is_scored_by_default_pitch_probe_wer_and_targets_next_t
             t["value"] >= float(threshold) if op == ">=" else t["value"] <= float(threshold))
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "## Speech against its targets (issue 19)" in report and "recogniser WER natural" in report
-    assert all(line.count("|") in (3, 5) for line in report.splitlines() if line.startswith("|"))
+    assert all(line.count("|") in (3, 5, 7) for line in report.splitlines() if line.startswith("|"))
 
 
 def test_decoder_and_f0_choices_of_the_resynthesis(tmp_path, data_cfg):

@@ -4,6 +4,9 @@ Every setting is fixed here, beforehand, and not tuned on any result: 13 MFCCs (
 power via dB) with deltas and delta-deltas, a 25 ms window and a 10 ms hop (100 frames/s), mean and variance
 normalised per utterance (CMVN), and scikit-learn k-means with K = 64 clusters. These are the textbook ASR front
 end (e.g. Kaldi's/HTK's MFCC + Δ + ΔΔ) and the usual small-K k-means baseline of unit-discovery papers.
+
+The same baseline also runs at the model's frame rate (`hop_s` = the model's hop; the window stays 25 ms, or one hop
+when that is longer), so that the bitrate and ABX compare at equal frame rates (issue 20).
 """
 from __future__ import annotations
 
@@ -32,13 +35,15 @@ MAX_FIT_FRAMES = 30_000
 """Training frames k-means sees at most (an evenly spaced subset beyond that), to bound the fit time."""
 
 
-def mfcc(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mono wav [T] -> MFCC + Δ + ΔΔ [T // hop, 3 * N_MFCC], un-normalised.
+def mfcc(wav: np.ndarray, sample_rate: int, hop_s: float = HOP_S) -> np.ndarray:
+    """Mono wav [T] -> MFCC + Δ + ΔΔ [T // hop, 3 * N_MFCC], un-normalised, one frame per hop_s seconds (window:
+    WINDOW_S or one hop, the longer).
 
     Frame i is centred on sample (i + 0.5) * hop, the latent-frame convention of `alignments.frame_labels`: the
     signal is zero-padded by (window - hop) / 2 on the left and framed without librosa's centring.
     """
-    hop, win = round(HOP_S * sample_rate), round(WINDOW_S * sample_rate)
+    hop = round(hop_s * sample_rate)
+    win = max(round(WINDOW_S * sample_rate), hop)
     n = wav.shape[-1] // hop
     left = (win - hop) // 2
     padded = np.pad(np.asarray(wav, dtype=np.float32), (left, win))
@@ -54,18 +59,24 @@ def cmvn(features: np.ndarray) -> np.ndarray:
     return (features - features.mean(0)) / np.maximum(features.std(0), 1e-8)
 
 
-def baseline_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The frames the baseline clusters: CMVN'd MFCC + Δ + ΔΔ [T // hop, 39] at FRAME_RATE."""
-    return cmvn(mfcc(wav, sample_rate))
+def baseline_features(wav: np.ndarray, sample_rate: int, hop_s: float = HOP_S) -> np.ndarray:
+    """The frames the baseline clusters: CMVN'd MFCC + Δ + ΔΔ [T // hop, 39], one per hop_s (FRAME_RATE by default)."""
+    return cmvn(mfcc(wav, sample_rate, hop_s))
 
 
 @dataclass
 class MFCCKMeans:
-    """A fitted baseline: waveform -> cluster ids at FRAME_RATE, comparable to the model's units."""
+    """A fitted baseline: waveform -> cluster ids, one per hop_s seconds, comparable to the model's units."""
 
     kmeans: KMeans
     sample_rate: int
     fitted_on: str  # which audio the clusters were fitted on, for the report
+    hop_s: float = HOP_S
+
+    @property
+    def frame_rate(self) -> float:
+        """Cluster ids per second."""
+        return self.sample_rate / round(self.hop_s * self.sample_rate)
 
     @property
     def n_units(self) -> int:
@@ -73,17 +84,18 @@ class MFCCKMeans:
 
     def units(self, wav: np.ndarray) -> np.ndarray:
         """Mono wav [T] -> cluster ids [T // hop] (int64)."""
-        feats = baseline_features(wav, self.sample_rate)
+        feats = baseline_features(wav, self.sample_rate, self.hop_s)
         return self.kmeans.predict(feats).astype(np.int64) if len(feats) else np.zeros(0, np.int64)
 
 
 def fit_baseline(wavs: Sequence[np.ndarray], sample_rate: int, fitted_on: str, k: int = K,
-                 seed: int = 0) -> MFCCKMeans:
-    """k-means on the baseline features of `wavs` (the training split's audio, ideally); `fitted_on` says which."""
-    frames = np.concatenate([baseline_features(w, sample_rate) for w in wavs])
+                 seed: int = 0, hop_s: float = HOP_S) -> MFCCKMeans:
+    """k-means on the baseline features of `wavs` (the training split's audio, ideally), one frame per hop_s seconds;
+    `fitted_on` says which audio."""
+    frames = np.concatenate([baseline_features(w, sample_rate, hop_s) for w in wavs])
     if len(frames) < k:
         raise ValueError(f"fit_baseline: {len(frames)} frames cannot make {k} clusters")
     if len(frames) > MAX_FIT_FRAMES:
         frames = frames[np.linspace(0, len(frames) - 1, MAX_FIT_FRAMES).astype(np.int64)]
     kmeans = KMeans(n_clusters=k, n_init=KMEANS_INIT, random_state=seed).fit(frames)
-    return MFCCKMeans(kmeans, sample_rate, fitted_on)
+    return MFCCKMeans(kmeans, sample_rate, fitted_on, hop_s)

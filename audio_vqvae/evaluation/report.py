@@ -86,15 +86,20 @@ def speaker_probe(set_: EvalSet, known: Sequence[str], model: VQVAE,
     return probe, info
 
 
-def baseline_for(set_: EvalSet, totals: Totals, model: VQVAE, opts: EvalOptions) -> MFCCKMeans:
-    """The MFCC k-means baseline, fitted on the training split's audio, or on the scored audio if there is none."""
+def baselines_for(set_: EvalSet, totals: Totals, model: VQVAE,
+                  opts: EvalOptions) -> tuple[MFCCKMeans, MFCCKMeans | None]:
+    """The MFCC k-means baseline, fitted on the training split's audio (or on the scored audio if there is none),
+    and the same at the model's frame rate (mfcc_kmeans_model_rate; None when that is the baseline's own)."""
     if set_.train:
         wavs = load_wavs(evenly(set_.train, MAX_FIT_UTTERANCES), model.sample_rate, opts.max_seconds,
                          model.peak_normalize)
-        return fit_baseline(list(wavs.values()), model.sample_rate, f"training split ({len(wavs)} utterances)",
-                            seed=opts.seed)
-    return fit_baseline(list(totals.wavs.values()), model.sample_rate,
-                        "the scored audio itself (no training split given)", seed=opts.seed)
+        audio, fitted_on = list(wavs.values()), f"training split ({len(wavs)} utterances)"
+    else:
+        audio, fitted_on = list(totals.wavs.values()), "the scored audio itself (no training split given)"
+    baseline = fit_baseline(audio, model.sample_rate, fitted_on, seed=opts.seed)
+    if baseline.frame_rate == model.frame_rate:
+        return baseline, None
+    return baseline, fit_baseline(audio, model.sample_rate, fitted_on, seed=opts.seed, hop_s=model.hop / model.sample_rate)
 
 
 def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity_: float,
@@ -151,8 +156,8 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
     if alignment_dir is not None and not alignments:
         log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
-    baseline = baseline_for(set_, totals, model, opts)
-    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
+    baseline, model_rate = baselines_for(set_, totals, model, opts)
+    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts, model_rate)
     m["units"]["alignments"] = str(alignment_dir) if alignments else None
     probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
     self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
@@ -253,12 +258,24 @@ def target_lines(m: dict[str, Any]) -> list[str]:
             ""]
 
 
-def comparison_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(measure, model, baseline, beats baseline) rows of the units-vs-baseline table."""
+def comparison_rows(m: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(measure, model, baseline, beats baseline[, baseline at the model's rate, beats it]) rows of the
+    units-vs-baseline table."""
     collapsed = m["units"]["model"]["collapse"]["collapsed"]
     yes_no = {True: "yes", False: "no", None: "n/a (units collapsed)" if collapsed else "n/a"}
-    return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]), _fmt(r["baseline"]),
-             yes_no[r["beats_baseline"]]) for r in m["units"]["comparison"]]
+    sides = ["baseline"] + (["baseline_model_rate"] if "mfcc_kmeans_model_rate" in m["units"] else [])
+    return [(r["measure"] + (" ↑" if r["higher_is_better"] else " ↓"), _fmt(r["model"]),
+             *(x for side in sides for x in (_fmt(r[side]), yes_no[r["beats_" + side]])))
+            for r in m["units"]["comparison"]]
+
+
+def comparison_header(m: dict[str, Any]) -> list[str]:
+    """The units-vs-baseline table's header lines, with the model-rate baseline's columns when it was scored."""
+    u = m["units"]
+    cols = ["measure", "model", f"baseline ({_fmt(u['baseline']['frame_rate'])} Hz)", "beats baseline"]
+    if "mfcc_kmeans_model_rate" in u:
+        cols += [f"baseline at the model's rate ({_fmt(u['mfcc_kmeans_model_rate']['frame_rate'])} Hz)", "beats it"]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
 
 def collapse_lines(m: dict[str, Any]) -> list[str]:
@@ -294,9 +311,8 @@ def markdown_report(m: dict[str, Any]) -> str:
         f"{_fmt(u['model']['speaker_leakage']['chance'])})."),
         "",
         *collapse_lines(m),
-        "| measure | model | baseline | beats baseline |",
-        "|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison_rows(m)),
+        *comparison_header(m),
+        *("| " + " | ".join(row) + " |" for row in comparison_rows(m)),
         "",
         *target_lines(m),
         *(f"![{name}]({name})" for name in m["figures"]),

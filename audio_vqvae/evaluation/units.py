@@ -15,7 +15,6 @@ from ..data import Utterance
 from ..model import VQVAE, units_of
 from ..quantizer import perplexity
 from ..stability import unit_stability
-from .baselines import FRAME_RATE as BASELINE_FRAME_RATE
 from .baselines import MFCCKMeans
 from .probes import speaker_leakage
 from .sets import EvalOptions, sentence_of
@@ -68,6 +67,7 @@ def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance],
     ids = list(units)
     return {
         "n_units": n_units,
+        "n_frames": sum(len(units[u]) for u in ids),
         # + 0.0: one code has entropy -0.0, which would print as "-0"
         "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds) + 0.0,
         "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True) + 0.0,
@@ -113,47 +113,66 @@ def _get(node: Any, path: Sequence[str]) -> Any:
     return node
 
 
-def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed: bool = False) -> list[dict[str, Any]]:
+def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed: bool = False,
+               model_rate: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per compared measure: the model's value, the baseline's, and whether the model beats it (None if n/a, or if
-    the units collapsed and the measure rewards a constant sequence)."""
+    the units collapsed and the measure rewards a constant sequence); with `model_rate` (the baseline at the
+    model's frame rate) also baseline_model_rate and beats_baseline_model_rate."""
     rows = []
     for label, path, higher, needs_units in COMPARED:
-        a, b = _get(model_units, path), _get(baseline, path)
-        void = a is None or b is None or collapsed and needs_units
-        beats = None if void else bool(a > b if higher else a < b)
-        rows.append({"measure": label, "model": a, "baseline": b, "higher_is_better": higher, "beats_baseline": beats})
+        a = _get(model_units, path)
+        row: dict[str, Any] = {"measure": label, "model": a, "higher_is_better": higher}
+        for name, side in (("baseline", baseline), ("baseline_model_rate", model_rate)):
+            if side is None:
+                continue
+            b = _get(side, path)
+            void = a is None or b is None or collapsed and needs_units
+            row[name], row["beats_" + name] = b, None if void else bool(a > b if higher else a < b)
+        rows.append(row)
     return rows
 
 
+BASELINE_SETTINGS = "13 MFCC + delta + delta-delta, 25 ms window (or one hop), per-utterance CMVN, k-means"
+
+
+def baseline_section(baseline: MFCCKMeans, totals: Totals, alignments: dict[str, list[Segment]],
+                     opts: EvalOptions) -> dict[str, Any]:
+    """One baseline's part of the `units` section, scored by the code that scores the model's units: what it was
+    fitted on and its frame rate, bitrates, speaker leakage, stability and (when aligned) phone scores."""
+    ids = list(totals.codes)
+    units = {u: baseline.units(totals.wavs[u]) for u in ids}
+    section = {"fitted_on": baseline.fitted_on, "frame_rate": baseline.frame_rate, "settings": BASELINE_SETTINGS,
+               **unit_summary(units, totals.utterances, baseline.n_units, totals.seconds, opts),
+               "stability": unit_stability(baseline.units, [totals.wavs[u] for u in ids], seed=opts.seed)}
+    if alignments:
+        speakers = {u: totals.utterances[u].speaker for u in ids}
+        section["phones"], _, _ = phone_scores(units, alignments, speakers, baseline.n_units, baseline.frame_rate, opts)
+    return section
+
+
 def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: dict[str, list[Segment]],
-                opts: EvalOptions) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
-    """The `units` section: model units and baseline clusters, each with phone scores (when aligned), bitrates,
-    speaker leakage and stability, and the comparison; plus the model's co-occurrence for the figure."""
+                opts: EvalOptions, model_rate: MFCCKMeans | None = None,
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
+    """The `units` section: the model's units and the baseline's clusters (and, given `model_rate`, the same
+    baseline at the model's frame rate, as mfcc_kmeans_model_rate), each with phone scores (when aligned),
+    bitrates, speaker leakage and stability, and the comparison; plus the model's co-occurrence for the figure."""
     ids = list(totals.codes)
     speakers = {u: totals.utterances[u].speaker for u in ids}
-    base_units = {u: baseline.units(totals.wavs[u]) for u in ids}
 
     def model_units(wav: np.ndarray) -> np.ndarray:
         return units_of(model, [wav])[0]
 
-    sections = {
-        "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts),
-        "baseline": unit_summary(base_units, totals.utterances, baseline.n_units, totals.seconds, opts),
-    }
-    wavs = [totals.wavs[u] for u in ids]
-    sections["model"]["stability"] = unit_stability(model_units, wavs, seed=opts.seed)
-    sections["baseline"]["stability"] = unit_stability(baseline.units, wavs, seed=opts.seed)
+    mine = unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts)
+    mine["stability"] = unit_stability(model_units, [totals.wavs[u] for u in ids], seed=opts.seed)
     figure = None
     if alignments:
-        sections["model"]["phones"], counts, phones = phone_scores(
+        mine["phones"], counts, phones = phone_scores(
             totals.codes, alignments, speakers, model.codebook_size, model.frame_rate, opts, totals.latents)
-        sections["baseline"]["phones"], _, _ = phone_scores(base_units, alignments, speakers, baseline.n_units,
-                                                            BASELINE_FRAME_RATE, opts)
         figure = (counts, phones)
-    baseline_info = {"fitted_on": baseline.fitted_on, "frame_rate": BASELINE_FRAME_RATE,
-                     "settings": "13 MFCC + delta + delta-delta, 25 ms / 10 ms, per-utterance CMVN, k-means"}
-    sections["model"]["collapse"] = collapse(totals.counts)
-    section = {"model": sections["model"], "baseline": baseline_info | sections["baseline"],
-               "comparison": comparison(sections["model"], sections["baseline"],
-                                        sections["model"]["collapse"]["collapsed"])}
+    mine["collapse"] = collapse(totals.counts)
+    section = {"model": mine, "baseline": baseline_section(baseline, totals, alignments, opts)}
+    if model_rate is not None:
+        section["mfcc_kmeans_model_rate"] = baseline_section(model_rate, totals, alignments, opts)
+    section["comparison"] = comparison(mine, section["baseline"], mine["collapse"]["collapsed"],
+                                       section.get("mfcc_kmeans_model_rate"))
     return section, figure

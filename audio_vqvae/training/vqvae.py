@@ -248,6 +248,7 @@ class Trainer(Solver):
             "used_codes": float(out.usage) * self.model.codebook_size, "restarted_codes": out.restarted,
             "lr": self.opt.scheduler.get_last_lr()[0], "audio_seconds_per_second": seconds_per_second,
             "nonfinite_steps": self.state.nonfinite_total,
+            **{k: float(v.detach()) for k, v in out.auxiliary.items()},  # issue 20's terms, when on
         }
         if self.writer is not None:
             for k, v in scalars.items():
