@@ -14,7 +14,7 @@ from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, writ
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+from audio_vqvae.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.data import load_corpus, split_corpus
@@ -235,7 +235,8 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     ckpt = make_checkpoint(tmp_path / "tiny.pt")  # hop 16, 16 codes: 1000 units per second
     torch.manual_seed(0)
     prior = UnitPrior(16, SPEAKERS, **TINY)
-    save_checkpoint(tmp_path / "prior.pt", prior.state_dict(), {"prior": TINY, "codebook_size": 16}, list(SPEAKERS), 0)
+    save_checkpoint(tmp_path / "prior.pt", prior.state_dict(), {"prior": TINY, "codebook_size": 16, "frame_rate": 1000.0,
+                    "vqvae_checkpoint_sha256": file_sha256(ckpt)}, list(SPEAKERS), 0)
     (tmp_path / "u.txt").write_text("p225_001\t" + " ".join(["3"] * 20) + "\n")
     out = tmp_path / "out"
     args = ["-c", str(ckpt), "-o", str(out), "--prior", str(tmp_path / "prior.pt"), "--speaker", "p226",
@@ -246,6 +247,26 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     assert all(len(sf.read(w)[0]) == (20 + 50) * 16 for w in wavs)  # the prompt's 20 units, then 0.05 s
     with pytest.raises(SystemExit, match="one --speaker"):
         generate.main([a if a != "p226" else "p226,p227" for a in args])
+
+
+@pytest.mark.parametrize("recorded", [{"vqvae_checkpoint_sha256": "f" * 64, "frame_rate": 1000.0},
+                                      {"frame_rate": 50.0}, {"frame_rate": 1000.0}])
+def test_generate_refuses_a_prior_of_another_vqvae_unless_forced(tmp_path, recorded):
+    """A prior recording another VQ-VAE checkpoint (sha256), another frame rate, or none is one error; --force
+    samples anyway."""
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    config = {"prior": TINY, "codebook_size": 16, "vqvae_checkpoint_sha256": file_sha256(ckpt)} | recorded
+    if "vqvae_checkpoint_sha256" not in recorded and recorded["frame_rate"] == 1000.0:
+        del config["vqvae_checkpoint_sha256"]
+    save_checkpoint(tmp_path / "prior.pt", UnitPrior(16, SPEAKERS, **TINY).state_dict(), config, list(SPEAKERS), 0)
+    args = ["-c", str(ckpt), "-o", str(tmp_path / "out"), "--prior", str(tmp_path / "prior.pt"), "--speaker", "p226",
+            "--seconds", "0.01", "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"audio-vqvae-generate: error: --prior .* was trained on units of another "
+                                         r"VQ-VAE \(.*\); retrain it on this VQ-VAE's units, or pass --force"):
+        generate.main(args)
+    assert not (tmp_path / "out").exists()
+    generate.main([*args, "--force"])
+    assert [w.name for w in (tmp_path / "out").glob("*.wav")] == ["sample_000.wav"]
 
 
 def test_sigterm_saves_before_a_due_validation_and_the_prior_resumes_exactly(tmp_path, monkeypatch):

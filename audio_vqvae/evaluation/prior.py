@@ -31,10 +31,11 @@ def prior_log_prob(prior: UnitPrior, codes: np.ndarray, speaker: str) -> float:
     return float(torch.logsumexp(every, 0) - math.log(len(prior.speakers)))
 
 
-def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals) -> dict[str, Any]:
+def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals, warning: str | None = None) -> dict[str, Any]:
     """Stage two in metrics.json: KL(q || p) = -log p(z_q(x)) of the scored units under the learned prior next to the
     uniform prior's T_z log K, in bits per second; unit perplexity; and, for the decoder-known speakers, -ELBO in bits
-    per sample under both priors (metrics.elbo_with_prior)."""
+    per sample under both priors (metrics.elbo_with_prior). `warning` (a prior of another VQ-VAE used with --force)
+    is kept as `vqvae_mismatch`."""
     if prior.codebook_size != model.codebook_size:
         raise ValueError(f"--prior models {prior.codebook_size} units but the VQ-VAE has {model.codebook_size} codes")
     log_p = {u: prior_log_prob(prior, c, totals.utterances[u].speaker) for u, c in totals.codes.items()}
@@ -46,6 +47,7 @@ def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals) -> dict[str, A
         "kl_bits_per_second_prior": -sum(log_p.values()) / math.log(2) / totals.seconds,
         "unknown_speakers": "marginalised over the prior's speakers" if prior.speakers else "unconditional prior",
         "elbo": None,
+        "vqvae_mismatch": warning,
     }
     acc = totals.elbo
     if acc.n_samples:

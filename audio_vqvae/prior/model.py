@@ -7,12 +7,15 @@ configs/prior/{small,large}.yaml hold the constructor arguments (one key per arg
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -28,6 +31,32 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """[B] lengths -> [B, max_len] bool, True at valid positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def vqvae_mismatch(config: dict[str, Any], sha256: str, frame_rate: float) -> str | None:
+    """What differs between the VQ-VAE a prior's units came from (its run config's recorded checkpoint sha256 and
+    frame rate) and a VQ-VAE checkpoint with `sha256` and `frame_rate`; None when both match."""
+    recorded_sha, recorded_rate = config.get("vqvae_checkpoint_sha256"), config.get("frame_rate")
+    problems = []
+    if recorded_sha != sha256:
+        problems.append(f"VQ-VAE checkpoint sha256 {(recorded_sha or 'not recorded')[:16]}, this one's {sha256[:16]}")
+    if recorded_rate is None or not math.isclose(float(recorded_rate), frame_rate, rel_tol=1e-6):
+        problems.append(f"frame rate {recorded_rate if recorded_rate is not None else 'not recorded'}, "
+                        f"this one's {frame_rate:g}")
+    return "; ".join(problems) or None
+
+
+def check_vqvae(prior: UnitPrior, prior_path: str, sha256: str, frame_rate: float, force: bool = False) -> str | None:
+    """Refuse (ValueError, one line) a prior whose units came from another VQ-VAE (`vqvae_mismatch`); with force, log
+    the mismatch as a warning and return it (for a report to repeat). None when the prior is this VQ-VAE's."""
+    problem = vqvae_mismatch(getattr(prior, "config", {}), sha256, frame_rate)
+    if problem is None:
+        return None
+    message = f"--prior {prior_path} was trained on units of another VQ-VAE ({problem})"
+    if not force:
+        raise ValueError(f"{message}; retrain it on this VQ-VAE's units, or pass --force to use it anyway")
+    log.warning("%s: used anyway (--force)", message)
+    return message
 
 
 class UnitPrior(nn.Module):
