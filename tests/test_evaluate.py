@@ -206,6 +206,13 @@ def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_m
     assert q["kl_bits_per_second_prior"] == pytest.approx(q["kl_bits_per_second_uniform"], rel=1e-5)
     assert q["elbo"] is None  # no decoder-known forward in these totals
     assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(-25 * math.log(model.codebook_size), rel=1e-5)
+    with torch.no_grad():  # a head that gives the two speakers different log-probabilities
+        prior.head.weight.normal_(0, 3, generator=torch.Generator().manual_seed(0))
+        prior.speaker_embed.weight.normal_(0, 30, generator=torch.Generator().manual_seed(1))
+    a, b = (prior_log_prob(prior, codes["xx_002"], s) for s in ("p225", "p226"))
+    assert abs(a - b) > 2
+    hand = max(a, b) + math.log((math.exp(a - max(a, b)) + math.exp(b - max(a, b))) / 2)  # log-mean-exp
+    assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(hand, abs=1e-4)
 
 
 def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_path, data_cfg, monkeypatch):

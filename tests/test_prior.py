@@ -355,3 +355,67 @@ def test_resuming_a_prior_with_other_units_settings_is_refused(tmp_path, changed
     train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
     with pytest.raises(ValueError, match="not a resumable checkpoint of this prior run"):
         train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto", changed))
+
+
+def lmexp(*values: float) -> float:
+    """log-mean-exp by hand."""
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
+
+
+def test_an_unknown_speaker_gets_the_log_mean_exp_over_the_priors_speakers():
+    """A head whose speakers give different log-probabilities: the unknown speaker's log p(z) is their log-mean-exp
+    (not the mean, the max or speaker 0's), batched with known speakers unchanged."""
+    prior = tiny_prior()
+    with torch.no_grad():
+        prior.speaker_embed.weight.copy_(torch.randn(2, TINY["d_model"], generator=torch.Generator().manual_seed(1)) * 30)
+        prior.head.weight.mul_(10)
+    z, n = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 0, 1, 1, 2, 0]]), torch.tensor([6, 4])
+    a, b = (prior.log_prob(z, n, torch.tensor([s, s])).tolist() for s in (0, 1))
+    assert min(abs(x - y) for x, y in zip(a, b)) > 2  # the speakers disagree
+    got = prior.marginal_log_prob(z, n, torch.tensor([-1, 1]))
+    assert got[0].item() == pytest.approx(lmexp(a[0], b[0]), abs=1e-5) and got[1].item() == pytest.approx(b[1], abs=1e-5)
+
+
+def test_score_cli_marginalises_speakers_the_prior_does_not_know(tmp_path):
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    (tmp_path / "new.txt").write_text("c_000\t1 2 3 4\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'new.txt'}.json")
+    score_units.main(["-p", str(ckpt), str(tmp_path / "new.txt"), "-o", str(tmp_path / "s.tsv"), "--device", "cpu"])
+    row = (tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")
+    prior, z, n = UnitPrior.from_checkpoint(str(ckpt)), torch.tensor([[1, 2, 3, 4]]), torch.tensor([4])
+    hand = lmexp(*(float(prior.log_prob(z, n, torch.tensor([s]))[0]) for s in (0, 1)))
+    assert row[0] == "c_000" and float(row[2]) == pytest.approx(hand, abs=1e-3)
+
+
+def test_a_validation_file_with_an_unknown_speaker_is_scored_by_the_mixture(tmp_path):
+    """units.val_path holding a speaker the training file lacks: validation (rank 0) scores it, no error."""
+    units = write_units(tmp_path / "units.txt")
+    (tmp_path / "val.txt").write_text("c_000\t1 2 3 4 5\nb_100\t0 1 2\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'val.txt'}.json")
+    train_prior(config(tmp_path / "run", units, f"units.val_path={tmp_path / 'val.txt'}", "trainer.max_steps=2"))
+    history = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]["history"]
+    assert [h["step"] for h in history] == [0, 2] and all(h["n_units"] == 8 for h in history)
+
+
+def test_unit_ids_get_their_speakers_from_the_data_config_not_the_id(tmp_path):
+    """LibriSpeech-like files <root>/<speaker>/<chapter>/<speaker>-<chapter>-<n>: with data=folder beside units.path the
+    speakers are the corpus's (84, 19), not the id up to its last '_' (84_121123); an id without the separator and
+    no map is one error."""
+    root, lines = tmp_path / "corpus", []
+    for speaker, chapter in [("84", "121123"), ("19", "198")]:
+        for n in range(3):
+            name = f"{speaker}-{chapter}-{n:04d}"
+            write_wav(root / speaker / chapter / f"{name}.wav", 0.1)
+            lines.append(f"{speaker}_{chapter}_{name}\t1 2 3 {n}\n")
+    (tmp_path / "u.txt").write_text("".join(lines))
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'u.txt'}.json")
+    prior = train_prior(config(tmp_path / "run", tmp_path / "u.txt", "data=folder", f"data.root={root}",
+                               "trainer.max_steps=1"))
+    assert prior.speakers == ["19", "84"]
+    (tmp_path / "l.txt").write_text("84-121123-0000\t1 2 3\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'l.txt'}.json")
+    with pytest.raises(ValueError, match="'84-121123-0000': no speaker in the speaker map and no '_' in its id"):
+        train_prior(config(tmp_path / "run2", tmp_path / "l.txt", "trainer.max_steps=1"))

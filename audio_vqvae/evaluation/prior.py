@@ -22,13 +22,8 @@ def prior_log_prob(prior: UnitPrior, codes: np.ndarray, speaker: str) -> float:
     over the prior's speakers (the mixture prior: logsumexp_s log p(z | s) - log S)."""
     z = torch.as_tensor(codes, dtype=torch.long, device=prior.device)[None]
     n = torch.tensor([z.shape[1]], device=prior.device)
-    if not prior.speakers:
-        return float(prior.log_prob(z, n)[0])
-    if speaker in prior.speakers:
-        return float(prior.log_prob(z, n, torch.tensor([prior.speaker_index(speaker)], device=prior.device))[0])
-    every = torch.stack([prior.log_prob(z, n, torch.tensor([s], device=prior.device))[0]
-                         for s in range(len(prior.speakers))])
-    return float(torch.logsumexp(every, 0) - math.log(len(prior.speakers)))
+    index = prior.speakers.index(speaker) if speaker in prior.speakers else -1
+    return float(prior.marginal_log_prob(z, n, torch.tensor([index]))[0])
 
 
 def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals, warning: str | None = None) -> dict[str, Any]:

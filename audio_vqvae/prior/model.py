@@ -121,6 +121,22 @@ class UnitPrior(nn.Module):
         """log p(z) in nats per utterance [B], summed over the first lengths[b] units of each row."""
         return (self.unit_log_probs(units, speaker) * length_mask(lengths, units.shape[1])).sum(1)
 
+    def marginal_log_prob(self, units: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """`log_prob` [B] where speaker [B] holds the prior's speaker indices and -1 for a speaker it does not know:
+        those rows get the mixture over its S speakers, log (1/S) sum_s p(z | s) (log-mean-exp). The one rule for
+        unknown speakers in evaluation, `score-units` and the trainer's validation. An unconditional prior ignores
+        `speaker`."""
+        if not self.speakers:
+            return self.log_prob(units, lengths)
+        speaker = speaker.to(units.device)
+        out = self.log_prob(units, lengths, speaker.clamp(min=0))
+        unknown = speaker < 0
+        if unknown.any():
+            z, n, s = units[unknown], lengths[unknown], len(self.speakers)
+            every = torch.stack([self.log_prob(z, n, torch.full((len(z),), i, device=z.device)) for i in range(s)])
+            out[unknown] = torch.logsumexp(every, 0) - math.log(s)
+        return out
+
     def _embed(self, units: torch.Tensor, start: int, speaker: torch.Tensor | None) -> torch.Tensor:
         """Input tokens [B, T] (BOS or codes) at positions start.. -> the Transformer's input [B, T, D]."""
         x = self.embed(units) * self.scale
