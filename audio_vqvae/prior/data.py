@@ -80,15 +80,17 @@ def unit_batch(seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_batch([torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in seqs])
 
 
-def training_batch(data: UnitSet, batch_size: int, max_frames: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_batch(data: UnitSet, batch_size: int, max_frames: int, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random batch: utterances drawn with replacement, each cropped to a random window of at most max_frames ->
-    (units [B, T], lengths [B], speakers [B]). A function of the generator only, so resume replays it exactly."""
+    (units [B, T], lengths [B], speakers [B], previous [B]: the unit before each window, -1 where it starts the
+    utterance (the prior's BOS)). A function of the generator only, so resume replays it exactly."""
     picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
-    crops = []
+    crops, previous = [], []
     for i in picks:
         u = data.units[i]
         start = int(torch.randint(max(1, len(u) - max_frames + 1), (1,), generator=generator))
         crops.append(u[start : start + max_frames])
+        previous.append(int(u[start - 1]) if start else -1)
     units, lengths = unit_batch(crops)
-    return units, lengths, torch.tensor([data.speakers[i] for i in picks])
+    return units, lengths, torch.tensor([data.speakers[i] for i in picks]), torch.tensor(previous)

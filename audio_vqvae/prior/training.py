@@ -85,7 +85,7 @@ class PriorTrainer(Solver):
         self.train_set, self.val_set, self.speakers, self.meta = train, val, speakers, meta
         self.ddp, self.device = ddp, device
         t = self.tcfg
-        self.setup(UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device),
+        self.setup(UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers, cfg.units.max_frames).to(device),
                    lambda params: torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas), PriorState())
 
     def identity(self) -> dict[str, Any]:
@@ -110,21 +110,21 @@ class PriorTrainer(Solver):
                              "(file, val_fraction, split_seed, speaker map, max_frames), speakers, seed, world size or "
                              "batch size); pick another run_dir=...")
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
         retry of a skipped step draws another batch and a resumed run the same one."""
         s = self.state
         seed = int(np.random.SeedSequence([self.cfg.seed, self.ddp.rank, s.step, s.nonfinite_total]).generate_state(1)[0])
-        units, lengths, speaker = training_batch(self.train_set, self.tcfg.batch_size, self.cfg.units.max_frames,
-                                                 torch.Generator().manual_seed(seed))
+        units, lengths, speaker, previous = training_batch(self.train_set, self.tcfg.batch_size,
+                                                           self.cfg.units.max_frames, torch.Generator().manual_seed(seed))
         return (units.to(self.device), lengths.to(self.device),
-                speaker.to(self.device) if self.model.speakers else None)
+                speaker.to(self.device) if self.model.speakers else None, previous.to(self.device))
 
     def train_step(self) -> float | None:
         """One optimisation step; returns the loss (nats per unit), None when non-finite on any rank (skipped)."""
-        units, lengths, speaker = self.batch()
+        units, lengths, speaker, previous = self.batch()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            logits = self.net(units, speaker)
+            logits = self.net(units, speaker, previous)
         mask = length_mask(lengths, units.shape[1])
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), units, reduction="none")
         loss = (nll * mask).sum() / mask.sum()
