@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import eval as eval_cli
-from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.config import CONFIG_DIR, load_data_config
 from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
@@ -117,7 +117,7 @@ def test_held_out_speakers_get_no_elbo_and_the_probe_is_trained_on_the_training_
     save_checkpoint(tmp_path / "run.pt", ckpt["model"], config, ckpt["speakers"], step=7)
     model = VQVAE.from_checkpoint(str(tmp_path / "run.pt"))
     set_ = corpus_set(data_config(model.config, None, []), "auto", 3)
-    assert set_.split == "test" and set_.description == f"folder (test split: held-out speakers {SPEAKERS[2]})"
+    assert set_.split == "test" and set_.description == f"folder at {root} (test split: held-out speakers {SPEAKERS[2]})"
     assert {u.speaker for u in set_.utterances} == {SPEAKERS[2]}
     assert trained_speakers(model, set_.train) == list(SPEAKERS[:2])  # the held-out row is never trained
     m = evaluate_checkpoint(model, str(tmp_path / "run.pt"), set_, tmp_path / "eval",
@@ -187,7 +187,9 @@ def test_a_foreign_corpus_is_scored_whole_against_the_checkpoints_training_split
     assert len(foreign.utterances) == 2 * len(SPEAKERS[2:])
     scored = with_training_reference(foreign, reference)
     assert scored.utterances == foreign.utterances and scored.train == reference.train and scored.val == reference.val
-    assert {u.speaker for u in scored.train} == set(SPEAKERS[:2]) and "fitted on folder (val split" in scored.description
+    assert {u.speaker for u in scored.train} == set(SPEAKERS[:2])
+    assert scored.description == (f"folder at {other} (all split: every utterance of the corpus); baseline and probes "
+                                  f"fitted on the training split of folder at {own} ({len(reference.train)} utterances)")
 
 
 def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_marginalised(tmp_path):
@@ -231,6 +233,24 @@ def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_p
         args = eval_cli.parse_args([str(ckpt), "--data", "folder", f"data.root={root}", "data.cache=false",
                                     "data.val_per_speaker=1", "--out", "x"])
         assert eval_cli.eval_set(args, model).split == split, root
+
+
+@pytest.mark.parametrize("held_out", ["demo_heldout", "engines_heldout"])
+def test_a_held_out_corpus_is_named_by_its_config_and_root_with_the_split_the_baseline_was_fitted_on(
+        tmp_path, monkeypatch, held_out):
+    """eval --data demo_heldout on a demo checkpoint: the scored set is named demo_heldout at its root (not "demo",
+    the layout it inherits), all of it, and the baseline's split (the demo's training split) is named apart."""
+    monkeypatch.chdir(REPO)
+    ckpt = make_checkpoint(tmp_path / "vq.pt")
+    saved = load_checkpoint(ckpt)
+    data = OmegaConf.to_container(load_data_config("demo", ["data.cache=false", "data.sample_rate=16000"]), resolve=True)
+    save_checkpoint(ckpt, saved["model"], {**saved["config"], "data": data, "seed": 3}, saved["speakers"], 0)
+    args = eval_cli.parse_args([str(ckpt), "--data", held_out, "data.cache=false", "--out", "x"])
+    set_ = eval_cli.eval_set(args, VQVAE.from_checkpoint(str(ckpt)))
+    assert set_.description.startswith(
+        f"{held_out} at {REPO / 'datasets' / held_out} (all split: every utterance of the corpus); baseline and probes "
+        f"fitted on the training split of demo at {REPO / 'datasets' / 'demo'} (")
+    assert set_.corpus == f"{held_out} at {REPO / 'datasets' / held_out}"
 
 
 def test_renamed_eval_flags_keep_their_old_names():

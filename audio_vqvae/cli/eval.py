@@ -96,7 +96,7 @@ def eval_set(args: argparse.Namespace, model: VQVAE) -> EvalSet:
     if args.files:
         set_ = file_set(args.files)
     else:
-        set_ = corpus_set(data, args.split, seed, foreign=bool(foreign))
+        set_ = corpus_set(data, args.split, seed, foreign=bool(foreign), name=args.data)
     if foreign and own is not None:
         set_ = with_training_reference(set_, corpus_set(data_config(model.config, None, []), "val", seed))
     set_.utterances = set_.utterances[: args.max_utterances]
