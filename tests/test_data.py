@@ -196,8 +196,10 @@ def test_split_holds_out_sentences_as_well_as_speakers(data_cfg):
     fraction = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=r"_(\d+)$",
                                              held_out_sentences=0.5), seed=0)
     assert len(fraction.test) == 3
-    no_key = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, held_out_sentences=["s0_00"]), seed=0)
-    assert [u.id for u in no_key.test] in ([], ["s0_00"])  # null sentence_key: each id is its own sentence
+    firsts = [f"s{k}_00" for k in range(5)]  # null sentence_key: each id is its own sentence
+    no_key = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=None, held_out_sentences=firsts), 0)
+    (held,) = {u.speaker for u in corpus.utterances} - {u.speaker for u in no_key.train + no_key.val}
+    assert [u.id for u in no_key.test] == [f"{held}_00"] and not set(firsts) & {u.id for u in no_key.train + no_key.val}
     with pytest.raises(ValueError, match="data.sentence_key: .* does not match utterance id"):
         split_corpus(corpus, data_cfg("demo", sentence_key=r"-(\d+)$", held_out_sentences=1), seed=0)
     with pytest.raises(ValueError, match=r"data.held_out_sentences: 6 must be in \[0, 6\)"):

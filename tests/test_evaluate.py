@@ -93,7 +93,11 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
         assert s["phones"]["n_phones"] == len(PHONES) and 0 <= s["phones"]["pnmi"] <= 1
         assert 0 <= s["phones"]["abx"]["within"] <= 1
     assert u["model"]["entropy_bits_per_second"] <= m["bitrate"]["latent_bits_per_second"] + 1e-9
-    assert [r["beats_baseline"] in (True, False, None) for r in u["comparison"]]
+    assert u["comparison"]
+    for r in u["comparison"]:  # the verdict is the comparison of the two values in the measure's direction
+        expected = None if r["model"] is None or r["baseline"] is None else (
+            r["model"] > r["baseline"] if r["higher_is_better"] else r["model"] < r["baseline"])
+        assert r["beats_baseline"] is expected or (u["model"]["collapse"]["collapsed"] and r["beats_baseline"] is None), r
     assert m["speaker_probe"] is None  # no training split
     r = m["resynthesis"]
     assert r["self"]["n"] == 1 and r["conversion"]["n"] == 1 and r["self"]["mcd_db"] >= 0
@@ -215,6 +219,24 @@ def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_m
     assert abs(a - b) > 2
     hand = max(a, b) + math.log((math.exp(a - max(a, b)) + math.exp(b - max(a, b))) / 2)  # log-mean-exp
     assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(hand, abs=1e-4)
+
+
+def test_prior_metrics_elbo_of_the_decoder_known_utterances_by_hand(tmp_path):
+    """The `elbo` branch: -ELBO under both priors from the accumulated NLL and only the ELBO utterances' log p(z)."""
+    model = VQVAE.from_checkpoint(str(make_checkpoint(tmp_path / "tiny.pt")))
+    torch.manual_seed(0)
+    prior = UnitPrior(model.codebook_size, ["p225"], d_model=8, n_layers=1, n_heads=2, d_ff=16, dropout=0.0).eval()
+    rng = np.random.default_rng(0)
+    codes = {"p225_001": rng.integers(0, 16, 40), "xx_002": rng.integers(0, 16, 25)}
+    totals = Totals(codes=codes, seconds=65 / model.frame_rate, elbo_utterances=["p225_001"],
+                    utterances={"p225_001": Utterance("p225_001", "a.wav", "p225", 1.0),
+                                "xx_002": Utterance("xx_002", "b.wav", "xx", 1.0)})
+    totals.elbo.nll, totals.elbo.n_samples, totals.elbo.n_latents = 5000.0, 640, 40
+    log_p = prior_log_prob(prior, codes["p225_001"], "p225")
+    e = prior_metrics(prior, model, totals)["elbo"]
+    assert e["bits_per_sample_uniform"] == pytest.approx((5000.0 + 40 * math.log(16)) / (640 * math.log(2)))
+    assert e["bits_per_sample_prior"] == pytest.approx((5000.0 - log_p) / (640 * math.log(2)))
+    assert e["kl_bits_per_second_prior"] == pytest.approx(-log_p / math.log(2) / (640 / 16000))
 
 
 def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_path, data_cfg, monkeypatch):

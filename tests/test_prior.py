@@ -80,9 +80,12 @@ def test_uniform_prior_reproduces_the_uniform_elbo():
     n_latents, n_samples = int(lengths.sum()), int(lengths.sum()) * 320
     both = elbo_with_prior(1234.5, float(logp.sum().detach()), n_samples, n_latents, K, 16000)
     uniform = elbo_terms(1234.5, n_samples, n_latents, K, 16000)
-    assert both["kl_nats_prior"] == pytest.approx(n_latents * math.log(K)) == pytest.approx(both["kl_nats_uniform"])
+    assert n_latents == 21  # 21 latents of K = 8: T_z ln K = 21 x 2.0794415 = 43.668272 nats
+    assert both["kl_nats_prior"] == pytest.approx(43.668272, abs=1e-5)
+    assert both["kl_nats_uniform"] == pytest.approx(43.668272, abs=1e-5)
+    assert both["bits_per_sample_prior"] == pytest.approx((1234.5 + 43.668272) / (6720 * 0.6931472), rel=1e-6)
     assert both["bits_per_sample_prior"] == pytest.approx(uniform["bits_per_sample"])
-    assert both["kl_bits_per_second_uniform"] == pytest.approx(50 * math.log2(K))  # 50 latents per second
+    assert both["kl_bits_per_second_uniform"] == pytest.approx(150.0)  # 50 latents per second x 3 bits
 
 
 def test_learned_prior_elbo_by_hand():
@@ -202,7 +205,8 @@ def test_mixed_precision_prior_training_runs_in_the_autocast_dtype(tmp_path, pre
 
 
 def test_torchrun_two_processes_train_one_prior(tmp_path):
-    """DDP with 2 gloo ranks (each its own batches): both end with the same weights, rank 0 checkpoints."""
+    """DDP with 2 gloo ranks (each its own batches, see test_each_rank_draws_its_own_batches_and_a_retry_another): both
+    end with the same weights, rank 0 checkpoints."""
     units = write_units(tmp_path / "units.txt")
     a, b = torchrun(tmp_path / "ranks", "prior", [
         f"units.path={units}", f"run_dir={tmp_path / 'run'}", "device=cpu", "units.max_frames=16",
@@ -353,8 +357,40 @@ def test_a_prior_from_a_corpus_splits_it_as_the_vqvae_was_trained(tmp_path, data
 def test_resuming_a_prior_with_other_units_settings_is_refused(tmp_path, changed):
     units = write_units(tmp_path / "units.txt")
     train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
-    with pytest.raises(ValueError, match="not a resumable checkpoint of this prior run"):
+    key = changed.split("=")[0].removeprefix("units.")
+    with pytest.raises(ValueError, match=f"not a resumable checkpoint of this prior run .*saved with units=.*'{key}'"):
         train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto", changed))
+
+
+def test_resuming_a_prior_after_a_world_size_change_is_refused_naming_it(tmp_path):
+    """last.pt of a 2-process run (its identity says world_size 2, as the torchrun test checks) resumed by one process:
+    one error naming the world size, since each rank's batches and RNG state depend on it."""
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    ckpt["resume"]["identity"]["world_size"] = 2
+    save_checkpoint(last, ckpt["model"], ckpt["config"], ckpt["speakers"], ckpt["step"], ckpt["resume"])
+    with pytest.raises(ValueError, match=r"last.pt: not a resumable checkpoint of this prior run \(saved with "
+                                         r"world_size=2, this run 1\); resume needs the same"):
+        train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto"))
+
+
+def test_each_rank_draws_its_own_batches_and_a_retry_another(tmp_path, monkeypatch):
+    """The batch is a function of (seed, rank, step, skipped steps): rank 1 draws another batch than rank 0 at the
+    same step (the torchrun test's "each its own batches"), and so does the retry of a skipped step."""
+    trainers = []
+    step = PriorTrainer.train_step
+    monkeypatch.setattr(PriorTrainer, "train_step", lambda self: trainers.append(self) or step(self))
+    train_prior(config(tmp_path / "run", write_units(tmp_path / "units.txt", n_utts=40), "trainer.max_steps=1"))
+    trainer = trainers[0]
+    rank0 = trainer.batch()[0]
+    assert torch.equal(rank0, trainer.batch()[0])
+    monkeypatch.setattr(trainer.ddp, "rank", 1)
+    assert not torch.equal(rank0, trainer.batch()[0])
+    monkeypatch.setattr(trainer.ddp, "rank", 0)
+    monkeypatch.setattr(trainer.state, "nonfinite_total", 1)
+    assert not torch.equal(rank0, trainer.batch()[0])
 
 
 def lmexp(*values: float) -> float:

@@ -105,10 +105,14 @@ class PriorTrainer(Solver):
     def check_resumable(self, path: Path, ckpt: dict[str, Any]) -> None:
         """Refuse an export or a checkpoint of another prior run."""
         saved = ckpt["resume"]
-        if saved is None or saved.get("identity") != self.identity():
-            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units settings "
-                             "(file, val_fraction, split_seed, speaker map, max_frames), speakers, seed, world size or "
-                             "batch size); pick another run_dir=...")
+        if saved is None:
+            raise ValueError(f"{path}: holds no resume state (it is an export); resume from last.pt")
+        old, new = saved.get("identity") or {}, self.identity()
+        differ = [f"{k}={old.get(k)!r}, this run {new[k]!r}" for k in new if old.get(k) != new[k]]
+        if differ:
+            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (saved with {'; '.join(differ)}); "
+                             "resume needs the same config, units settings, speakers, seed, world_size and batch_size, "
+                             "or pick another run_dir=...")
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
