@@ -20,6 +20,7 @@ from audio_vqvae.data import (
     collate_segments,
     drop_too_short,
     load_corpus,
+    sentence_of,
     split_corpus,
     worker_init_fn,
 )
@@ -173,6 +174,22 @@ def test_split_held_out_speakers_and_validation(data_cfg):
     assert len(split_corpus(corpus_of(2, 1), data_cfg("demo", val_per_speaker=3), 0).train) == 2  # keeps one to train
     with pytest.raises(ValueError, match=r"data.held_out_speakers: unknown speakers \['nobody'\]"):
         split_corpus(corpus, data_cfg("demo", held_out_speakers=["nobody"]), seed=0)
+
+
+def test_one_definition_of_a_sentence_and_the_splits_it_gives(data_cfg):
+    """data.sentence_of is the sentence of the split and of the evaluation's folds (an EvalSet carries its corpus's
+    key); the held-out sentences and validation of a fixed corpus and seed are those the split gave before it was
+    shared (issue 18)."""
+    from audio_vqvae.evaluation.sets import corpus_set
+
+    assert sentence_of(r"_(\d+)$")("us_m_011") == "011" and sentence_of(None)("us_m_011") == "us_m_011"
+    with pytest.raises(ValueError, match="needs exactly one group"):
+        sentence_of(r"_\d+$")
+    split = split_corpus(corpus_of(5, 6), data_cfg("demo", held_out_speakers=2, val_per_speaker=1,
+                                                   held_out_sentences=2), seed=3)
+    assert [u.id for u in split.test] == ["s1_02", "s1_04", "s4_02", "s4_04"]
+    assert [u.id for u in split.val] == ["s0_01", "s2_05", "s3_03"]
+    assert corpus_set(data_cfg("demo"), "val", 0).sentence_key == r"_(\d+)$"
 
 
 def key(utt: Utterance) -> str:

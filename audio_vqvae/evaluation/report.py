@@ -153,7 +153,7 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     if alignment_dir is not None and not alignments:
         log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
     baseline = baseline_for(set_, totals, model, opts)
-    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts)
+    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts, set_.sentence_key)
     m["units"]["alignments"] = str(alignment_dir) if alignments else None
     probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
     self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \

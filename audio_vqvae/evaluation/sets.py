@@ -59,6 +59,7 @@ class EvalSet:
     split: str | None = None  # train / val / test / all of a corpus; None for plain files
     transcripts: dict[str, str] = field(default_factory=dict)  # utt id -> sentence (`corpus_transcripts`): WER
     corpus: str | None = None  # the corpus by its config name and root ("demo_heldout at datasets/demo_heldout")
+    sentence_key: str | None = None  # its data.sentence_key (`data.sentence_of`): groups the leakage probe's folds
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
@@ -94,7 +95,8 @@ def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False, n
         raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
     where = f"{Path(name).stem if name else data.name} at {corpus.root}"
     return EvalSet(scored, f"{where} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
-                   parts.train, parts.val, split, corpus_transcripts(data, Path(corpus.root)), where)
+                   parts.train, parts.val, split, corpus_transcripts(data, Path(corpus.root)), where,
+                   data.get("sentence_key"))
 
 
 TRANSCRIPTS = "transcripts.tsv"
@@ -159,11 +161,6 @@ def file_set(paths: Sequence[str]) -> EvalSet:
     single_dir = len(paths) == 1 and Path(paths[0]).is_dir()
     return EvalSet(utts, f"{len(utts)} files", Path(paths[0]) if single_dir else None)
 
-
-def sentence_of(utt: Utterance) -> str:
-    """The sentence an utterance speaks, for grouping folds: its id without the speaker name (demo and VCTK ids are
-    <speaker>_<sentence number>, so parallel utterances share it)."""
-    return utt.id.replace(utt.speaker, "").strip("_-/") or utt.id
 
 
 def trained_speakers(model: VQVAE, train: Sequence[Utterance]) -> list[str]:

@@ -11,14 +11,14 @@ import torch
 
 from .. import metrics as M
 from ..alignments import Segment, build_vocab, frame_labels
-from ..data import Utterance
+from ..data import Utterance, sentence_of
 from ..model import VQVAE, units_of
 from ..quantizer import perplexity
 from ..stability import unit_stability
 from .baselines import FRAME_RATE as BASELINE_FRAME_RATE
 from .baselines import MFCCKMeans
 from .probes import speaker_leakage
-from .sets import EvalOptions, sentence_of
+from .sets import EvalOptions
 
 if TYPE_CHECKING:
     from .scoring import Totals  # the pass that produces them; imported for the annotation only
@@ -63,16 +63,17 @@ def phone_scores(units: dict[str, np.ndarray], alignments: dict[str, list[Segmen
 
 
 def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance], n_units: int, seconds: float,
-                 opts: EvalOptions) -> dict[str, Any]:
-    """Bitrates and speaker leakage of one unit inventory on the scored set."""
-    ids = list(units)
+                 opts: EvalOptions, sentence_key: str | None = None) -> dict[str, Any]:
+    """Bitrates and speaker leakage of one unit inventory on the scored set; the leakage folds group utterances by
+    sentence (`data.sentence_of` of the corpus's data.sentence_key)."""
+    ids, sentence = list(units), sentence_of(sentence_key)
     return {
         "n_units": n_units,
         # + 0.0: one code has entropy -0.0, which would print as "-0"
         "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds) + 0.0,
         "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True) + 0.0,
         "speaker_leakage": speaker_leakage([units[u] for u in ids], n_units, [utterances[u].speaker for u in ids],
-                                           [sentence_of(utterances[u]) for u in ids], opts.seed),
+                                           [sentence(u) for u in ids], opts.seed),
     }
 
 
@@ -126,9 +127,11 @@ def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed:
 
 
 def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: dict[str, list[Segment]],
-                opts: EvalOptions) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
+                opts: EvalOptions, sentence_key: str | None = None
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
     """The `units` section: model units and baseline clusters, each with phone scores (when aligned), bitrates,
-    speaker leakage and stability, and the comparison; plus the model's co-occurrence for the figure."""
+    speaker leakage (folds grouped by the data.sentence_key sentence) and stability, and the comparison; plus the
+    model's co-occurrence for the figure."""
     ids = list(totals.codes)
     speakers = {u: totals.utterances[u].speaker for u in ids}
     base_units = {u: baseline.units(totals.wavs[u]) for u in ids}
@@ -137,8 +140,9 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
         return units_of(model, [wav])[0]
 
     sections = {
-        "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts),
-        "baseline": unit_summary(base_units, totals.utterances, baseline.n_units, totals.seconds, opts),
+        "model": unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts,
+                              sentence_key),
+        "baseline": unit_summary(base_units, totals.utterances, baseline.n_units, totals.seconds, opts, sentence_key),
     }
     wavs = [totals.wavs[u] for u in ids]
     sections["model"]["stability"] = unit_stability(model_units, wavs, seed=opts.seed)
