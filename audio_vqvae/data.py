@@ -396,8 +396,10 @@ class Split:
     test: list[Utterance]
 
 
-def _sentence_of(pattern: str | None) -> Callable[[str], str]:
-    """data.sentence_key (a regex with one group, searched in the utterance id) -> id -> sentence key."""
+def sentence_of(pattern: str | None) -> Callable[[str], str]:
+    """data.sentence_key (a regex with one group, searched in the utterance id) -> id -> sentence key; null: each id
+    is its own sentence. The one definition of an utterance's sentence: the split's held-out sentences and the
+    evaluation's sentence-grouped folds use it."""
     if pattern is None:
         return lambda utt_id: utt_id
     regex = re.compile(pattern)
@@ -442,7 +444,7 @@ def split_corpus(corpus: Corpus, cfg: DictConfig, seed: int) -> Split:
     is_count = isinstance(per_speaker, int) and not isinstance(per_speaker, bool) and per_speaker >= 0
     if not (is_count or isinstance(per_speaker, float) and 0 < per_speaker < 1):
         raise ValueError(f"data.val_per_speaker: {per_speaker!r} must be a count >= 0 or a fraction in (0, 1)")
-    sentence = _sentence_of(cfg.get("sentence_key"))
+    sentence = sentence_of(cfg.get("sentence_key"))
     pool = [u for u in corpus.utterances if u.speaker in held] or corpus.utterances
     sentences = _held_out_sentences(sorted({sentence(u.id) for u in pool}), cfg.get("held_out_sentences") or [], rng)
     by_speaker: dict[str, list[Utterance]] = {}

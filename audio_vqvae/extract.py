@@ -331,8 +331,10 @@ def f0_entry(model: VQVAE, out: str | os.PathLike) -> dict[str, Any]:
 
 
 def units_sidecar(model: VQVAE, out: str | os.PathLike, dedup: bool, shard_index: int = 0,
-                  num_shards: int = 1, f0: bool = False) -> UnitsSidecar:
-    """The sidecar of a units file written by `model` (a model loaded with `VQVAE.from_checkpoint`)."""
+                  num_shards: int = 1, f0: bool = False, chunk_seconds: float | None = None,
+                  batch_size: int | None = None) -> UnitsSidecar:
+    """The sidecar of a units file written by `model` (a model loaded with `VQVAE.from_checkpoint`) with the
+    extraction settings that change its units (`model.peak_normalize`, chunk_seconds, batch_size)."""
     return UnitsSidecar(
         frame_rate=model.frame_rate,
         sample_rate=model.sample_rate,
@@ -345,6 +347,9 @@ def units_sidecar(model: VQVAE, out: str | os.PathLike, dedup: bool, shard_index
         shard=shard_index,
         num_shards=num_shards,
         f0=f0_entry(model, out) if f0 else None,
+        peak_normalize=model.peak_normalize,
+        chunk_seconds=chunk_seconds,
+        batch_size=batch_size,
     )
 
 
@@ -365,14 +370,15 @@ def write_units(
     f0: bool = False,
 ) -> Path:
     """Utterances (sorted by id, see `collect_utterances`) -> shard `shard_index` of them as a units file with its
-    sidecar (`unitfile`), resuming what an earlier run of the same settings finished; returns the file written
+    sidecar (`unitfile`), resuming what an earlier run of the same settings (`unitfile.RESUME_KEYS`: checkpoint,
+    dedup, F0, peak normalisation, chunk_seconds, batch_size) finished; returns the file written
     (`shard_path(out, ...)`). Files that cannot be encoded are logged and listed, after `skipped`, in
     `<out>.skipped.tsv`. progress(seconds) gets the audio encoded. f0: also write each utterance's F0 contour
     to `<out>.f0` (the model needs a speech path)."""
     if batch_size < 1 or chunk_seconds <= 0:
         raise ValueError("batch_size must be >= 1 and chunk_seconds > 0")
     path = shard_path(out, shard_index, num_shards)
-    writer = UnitWriter(path, units_sidecar(model, path, dedup, shard_index, num_shards, f0),
+    writer = UnitWriter(path, units_sidecar(model, path, dedup, shard_index, num_shards, f0, chunk_seconds, batch_size),
                         None if npy_dir is None else Path(npy_dir), overwrite)
     done, skipped = writer.done(), list(skipped)
     todo = [u for u in shard(utterances, shard_index, num_shards) if u.id not in done]

@@ -12,10 +12,11 @@ import torch
 from tqdm import tqdm
 
 from .audio import save_audio
+from .checkpoint import file_sha256
 from .extract import collect_utterances, encode_utterances
 from .io import write_skip_report
 from .model import F0_CHOICES, VQVAE, Contour, mapped_contour
-from .prior.model import UnitPrior
+from .prior.model import UnitPrior, check_vqvae
 from .unitfile import load_f0, load_units, read_speaker_map
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,11 @@ def units_from_audio(model: VQVAE, paths: Sequence[str], manifest: str | None, d
 
 
 def prior_units(model: VQVAE, prior_path: str, speaker: str | None, seconds: float, n: int, temperature: float,
-                top_k: int | None, seed: int, prompt_units: str | None = None) -> dict[str, np.ndarray]:
+                top_k: int | None, seed: int, prompt_units: str | None = None,
+                force: bool = False) -> dict[str, np.ndarray]:
     """Sample n unit sequences of `seconds` from the prior checkpoint at prior_path for one speaker, each after the
-    prompt `FILE:UTT_ID` (prompt_units) when given."""
+    prompt `FILE:UTT_ID` (prompt_units) when given. A prior trained on another VQ-VAE's units is refused unless
+    `force` (`prior.model.check_vqvae`)."""
     if not speaker or "," in speaker:
         raise ValueError("--prior needs one --speaker (the voice that decodes the sampled units)")
     prompt = None
@@ -176,6 +179,7 @@ def prior_units(model: VQVAE, prior_path: str, speaker: str | None, seconds: flo
             raise ValueError(f"--prompt-units: no utterance {utt!r} in {path}")
         prompt = table[utt]
     prior = UnitPrior.from_checkpoint(prior_path, model.device)
+    check_vqvae(prior, prior_path, file_sha256(model.checkpoint_path), model.frame_rate, force)
     generator = torch.Generator(prior.device).manual_seed(seed)
     return sample_units(prior, model, speaker, seconds, n, temperature, top_k, generator, prompt)
 
@@ -206,6 +210,7 @@ class Request:
     chunk_seconds: float = 30.0
     seed: int = 0
     overwrite: bool = False
+    force: bool = False  # use a --prior trained on another VQ-VAE's units
     decoder: str = "auto"
     f0: str | None = None  # None: "mapped" where a source contour exists, else predicted
 
@@ -270,7 +275,7 @@ def generate_files(model: VQVAE, request: Request) -> list[Path]:
     contours = None
     if r.prior:
         units = prior_units(model, r.prior, r.speaker, r.seconds, r.n_samples, r.prior_temperature, r.top_k, r.seed,
-                            r.prompt_units)
+                            r.prompt_units, r.force)
         sources, targets = dict.fromkeys(units, r.speaker), []
     elif r.units:
         units, sources = load_units(r.units, model.codebook_size), {}

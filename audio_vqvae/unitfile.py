@@ -32,9 +32,11 @@ FORMAT_NAME = "audio-vqvae-units"
 FORMAT_VERSION = 2
 """1: units, durations; 2: adds the optional F0 file (the sidecar's `f0` entry). Version 1 sidecars read as 2 without
 F0."""
-RESUME_KEYS = ("checkpoint_sha256", "dedup", "codebook_size", "f0")
+RESUME_KEYS = ("checkpoint_sha256", "dedup", "codebook_size", "f0", "peak_normalize", "chunk_seconds", "batch_size")
 """Sidecar fields an existing output must share with a new run for that run to resume it (a version 1 output has
-f0 null, so a run without --f0 resumes it)."""
+f0 null, so a run without --f0 resumes it). The input scaling, the piece length and the batch shape change units
+(the batch size through the float kernels chosen per shape, see extract._Buckets), so an output written before they
+were recorded (null) is not resumed."""
 
 V = TypeVar("V")
 
@@ -54,6 +56,9 @@ class UnitsSidecar:
     shard: int = 0
     num_shards: int = 1
     f0: dict[str, Any] | None = None  # the F0 file: {file, frame_rate, unit "Hz", tracker, range [min, max] Hz}
+    peak_normalize: float | None = None  # the input peak files were scaled to (None: not scaled)
+    chunk_seconds: float | None = None  # the piece length long files were cut into
+    batch_size: int | None = None  # pieces per encoder pass
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 

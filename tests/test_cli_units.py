@@ -86,6 +86,22 @@ def test_output_of_another_checkpoint_or_setting_is_not_resumed(ckpt, corpus, tm
     run_cli(other, out, corpus, "--overwrite")
 
 
+@pytest.mark.parametrize("changed,message", [(("--peak-normalize", "0.5"), "peak_normalize=None, not 0.5"),
+                                             (("--chunk-seconds", "0.5"), "chunk_seconds=0.25, not 0.5"),
+                                             (("--batch-size", "3"), "batch_size=2, not 3")])
+def test_a_resume_with_other_extraction_settings_is_refused(ckpt, corpus, tmp_path, changed, message):
+    """--peak-normalize, --chunk-seconds and --batch-size are recorded in the sidecar; another value is one error, the
+    same values resume."""
+    out = tmp_path / "units.txt"
+    run_cli(ckpt, out, corpus, "--batch-size", "2", "--peak-normalize", "off")
+    meta = json.loads((tmp_path / "units.txt.json").read_text())
+    assert (meta["peak_normalize"], meta["chunk_seconds"], meta["batch_size"]) == (None, 0.25, 2)
+    args = {"--batch-size": "2", "--peak-normalize": "off", "--chunk-seconds": "0.25"} | dict([changed])
+    with pytest.raises(SystemExit, match=f"units.txt: exists and was written with {message}; pass --overwrite"):
+        main(["-c", str(ckpt), "-o", str(out), "--device", "cpu", str(corpus), *[x for kv in args.items() for x in kv]])
+    run_cli(ckpt, out, corpus, "--batch-size", "2", "--peak-normalize", "off")
+
+
 def test_data_config_and_manifest_inputs(ckpt, corpus, tmp_path):
     run_cli(ckpt, tmp_path / "dir.txt", corpus / "spk1", corpus / "spk2")
     run_cli(ckpt, tmp_path / "data.txt", "--data", "folder", f"data.root={corpus}", "data.cache=false")

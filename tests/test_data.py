@@ -20,6 +20,7 @@ from audio_vqvae.data import (
     collate_segments,
     drop_too_short,
     load_corpus,
+    sentence_of,
     split_corpus,
     worker_init_fn,
 )
@@ -175,6 +176,22 @@ def test_split_held_out_speakers_and_validation(data_cfg):
         split_corpus(corpus, data_cfg("demo", held_out_speakers=["nobody"]), seed=0)
 
 
+def test_one_definition_of_a_sentence_and_the_splits_it_gives(data_cfg):
+    """data.sentence_of is the sentence of the split and of the evaluation's folds (an EvalSet carries its corpus's
+    key); the held-out sentences and validation of a fixed corpus and seed are those the split gave before it was
+    shared (issue 18)."""
+    from audio_vqvae.evaluation.sets import corpus_set
+
+    assert sentence_of(r"_(\d+)$")("us_m_011") == "011" and sentence_of(None)("us_m_011") == "us_m_011"
+    with pytest.raises(ValueError, match="needs exactly one group"):
+        sentence_of(r"_\d+$")
+    split = split_corpus(corpus_of(5, 6), data_cfg("demo", held_out_speakers=2, val_per_speaker=1,
+                                                   held_out_sentences=2), seed=3)
+    assert [u.id for u in split.test] == ["s1_02", "s1_04", "s4_02", "s4_04"]
+    assert [u.id for u in split.val] == ["s0_01", "s2_05", "s3_03"]
+    assert corpus_set(data_cfg("demo"), "val", 0).sentence_key == r"_(\d+)$"
+
+
 def key(utt: Utterance) -> str:
     return utt.id.rsplit("_", 1)[1]
 
@@ -196,8 +213,10 @@ def test_split_holds_out_sentences_as_well_as_speakers(data_cfg):
     fraction = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=r"_(\d+)$",
                                              held_out_sentences=0.5), seed=0)
     assert len(fraction.test) == 3
-    no_key = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, held_out_sentences=["s0_00"]), seed=0)
-    assert [u.id for u in no_key.test] in ([], ["s0_00"])  # null sentence_key: each id is its own sentence
+    firsts = [f"s{k}_00" for k in range(5)]  # null sentence_key: each id is its own sentence
+    no_key = split_corpus(corpus, data_cfg("demo", held_out_speakers=1, sentence_key=None, held_out_sentences=firsts), 0)
+    (held,) = {u.speaker for u in corpus.utterances} - {u.speaker for u in no_key.train + no_key.val}
+    assert [u.id for u in no_key.test] == [f"{held}_00"] and not set(firsts) & {u.id for u in no_key.train + no_key.val}
     with pytest.raises(ValueError, match="data.sentence_key: .* does not match utterance id"):
         split_corpus(corpus, data_cfg("demo", sentence_key=r"-(\d+)$", held_out_sentences=1), seed=0)
     with pytest.raises(ValueError, match=r"data.held_out_sentences: 6 must be in \[0, 6\)"):

@@ -39,7 +39,8 @@ def test_demo_script_trains_extracts_units_resynthesises_and_converts(tmp_path):
                "--max-seconds", "1", "--n-resynth", "1", "--n-convert", "1", "--resynth-seconds", "0.1",
                "--abx-triplets", "50", "--posterior-positions", "2", "--device", "cpu"])
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    assert metrics["data"]["source"].startswith("demo (val split") and metrics["data"]["split"] == "val"
+    assert metrics["data"]["source"].startswith("demo at ") and metrics["data"]["split"] == "val"
+    assert "datasets/demo (val split: data.val_per_speaker=" in metrics["data"]["source"]
     phones = metrics["units"]["model"]["phones"]
     assert phones["n_phones"] > 10 and 0 <= phones["pnmi"] <= 1 and metrics["elbo"]["bits_per_sample"] > 0
     assert all((eval_dir / f).is_file() for f in ["report.md", "codebook_usage.png", "unit_phone_cooccurrence.png",

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
 from audio_vqvae.cli import eval as eval_cli
-from audio_vqvae.config import CONFIG_DIR
+from audio_vqvae.config import CONFIG_DIR, load_data_config
 from audio_vqvae.data import Utterance, load_wavs
 from audio_vqvae.evaluation.prior import prior_log_prob, prior_metrics
 from audio_vqvae.evaluation.report import evaluate_checkpoint
@@ -25,7 +25,6 @@ from audio_vqvae.evaluation.sets import (
     corpus_transcripts,
     data_config,
     file_set,
-    sentence_of,
     trained_speakers,
     with_training_reference,
 )
@@ -93,7 +92,11 @@ def test_evaluate_plain_files_writes_consistent_metrics_report_and_figures(tmp_p
         assert s["phones"]["n_phones"] == len(PHONES) and 0 <= s["phones"]["pnmi"] <= 1
         assert 0 <= s["phones"]["abx"]["within"] <= 1
     assert u["model"]["entropy_bits_per_second"] <= m["bitrate"]["latent_bits_per_second"] + 1e-9
-    assert [r["beats_baseline"] in (True, False, None) for r in u["comparison"]]
+    assert u["comparison"]
+    for r in u["comparison"]:  # the verdict is the comparison of the two values in the measure's direction
+        expected = None if r["model"] is None or r["baseline"] is None else (
+            r["model"] > r["baseline"] if r["higher_is_better"] else r["model"] < r["baseline"])
+        assert r["beats_baseline"] is expected or (u["model"]["collapse"]["collapsed"] and r["beats_baseline"] is None), r
     # the same baseline at the model's frame rate (hop 16: 1000 Hz), scored by the same code, in its own columns
     fast = u["mfcc_kmeans_model_rate"]
     assert fast["frame_rate"] == 1000 and u["baseline"]["frame_rate"] == 100 and fast["n_units"] == 64
@@ -124,7 +127,7 @@ def test_held_out_speakers_get_no_elbo_and_the_probe_is_trained_on_the_training_
     save_checkpoint(tmp_path / "run.pt", ckpt["model"], config, ckpt["speakers"], step=7)
     model = VQVAE.from_checkpoint(str(tmp_path / "run.pt"))
     set_ = corpus_set(data_config(model.config, None, []), "auto", 3)
-    assert set_.split == "test" and set_.description == f"folder (test split: held-out speakers {SPEAKERS[2]})"
+    assert set_.split == "test" and set_.description == f"folder at {root} (test split: held-out speakers {SPEAKERS[2]})"
     assert {u.speaker for u in set_.utterances} == {SPEAKERS[2]}
     assert trained_speakers(model, set_.train) == list(SPEAKERS[:2])  # the held-out row is never trained
     m = evaluate_checkpoint(model, str(tmp_path / "run.pt"), set_, tmp_path / "eval",
@@ -180,7 +183,6 @@ def test_comparison_and_sentence_groups():
     assert void["PNMI"] is True and void["entropy bitrate (bits/s)"] is None and void["frame agreement, +6 dB"] is None
     assert collapse(np.array([95, 5, 0]))["collapsed"] and collapse(np.array([60, 40, 0]))["collapsed"]  # ppl < 2
     assert not collapse(np.array([40, 30, 30]))["collapsed"]
-    assert sentence_of(Utterance("us_m_011", "p", "us_m", 1.0)) == "011"
 
 
 def test_a_foreign_corpus_is_scored_whole_against_the_checkpoints_training_split(tmp_path, data_cfg):
@@ -194,7 +196,9 @@ def test_a_foreign_corpus_is_scored_whole_against_the_checkpoints_training_split
     assert len(foreign.utterances) == 2 * len(SPEAKERS[2:])
     scored = with_training_reference(foreign, reference)
     assert scored.utterances == foreign.utterances and scored.train == reference.train and scored.val == reference.val
-    assert {u.speaker for u in scored.train} == set(SPEAKERS[:2]) and "fitted on folder (val split" in scored.description
+    assert {u.speaker for u in scored.train} == set(SPEAKERS[:2])
+    assert scored.description == (f"folder at {other} (all split: every utterance of the corpus); baseline and probes "
+                                  f"fitted on the training split of folder at {own} ({len(reference.train)} utterances)")
 
 
 def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_marginalised(tmp_path):
@@ -213,6 +217,31 @@ def test_a_uniform_learned_prior_gives_the_uniform_kl_and_unknown_speakers_are_m
     assert q["kl_bits_per_second_prior"] == pytest.approx(q["kl_bits_per_second_uniform"], rel=1e-5)
     assert q["elbo"] is None  # no decoder-known forward in these totals
     assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(-25 * math.log(model.codebook_size), rel=1e-5)
+    with torch.no_grad():  # a head that gives the two speakers different log-probabilities
+        prior.head.weight.normal_(0, 3, generator=torch.Generator().manual_seed(0))
+        prior.speaker_embed.weight.normal_(0, 30, generator=torch.Generator().manual_seed(1))
+    a, b = (prior_log_prob(prior, codes["xx_002"], s) for s in ("p225", "p226"))
+    assert abs(a - b) > 2
+    hand = max(a, b) + math.log((math.exp(a - max(a, b)) + math.exp(b - max(a, b))) / 2)  # log-mean-exp
+    assert prior_log_prob(prior, codes["xx_002"], "xx") == pytest.approx(hand, abs=1e-4)
+
+
+def test_prior_metrics_elbo_of_the_decoder_known_utterances_by_hand(tmp_path):
+    """The `elbo` branch: -ELBO under both priors from the accumulated NLL and only the ELBO utterances' log p(z)."""
+    model = VQVAE.from_checkpoint(str(make_checkpoint(tmp_path / "tiny.pt")))
+    torch.manual_seed(0)
+    prior = UnitPrior(model.codebook_size, ["p225"], d_model=8, n_layers=1, n_heads=2, d_ff=16, dropout=0.0).eval()
+    rng = np.random.default_rng(0)
+    codes = {"p225_001": rng.integers(0, 16, 40), "xx_002": rng.integers(0, 16, 25)}
+    totals = Totals(codes=codes, seconds=65 / model.frame_rate, elbo_utterances=["p225_001"],
+                    utterances={"p225_001": Utterance("p225_001", "a.wav", "p225", 1.0),
+                                "xx_002": Utterance("xx_002", "b.wav", "xx", 1.0)})
+    totals.elbo.nll, totals.elbo.n_samples, totals.elbo.n_latents = 5000.0, 640, 40
+    log_p = prior_log_prob(prior, codes["p225_001"], "p225")
+    e = prior_metrics(prior, model, totals)["elbo"]
+    assert e["bits_per_sample_uniform"] == pytest.approx((5000.0 + 40 * math.log(16)) / (640 * math.log(2)))
+    assert e["bits_per_sample_prior"] == pytest.approx((5000.0 - log_p) / (640 * math.log(2)))
+    assert e["kl_bits_per_second_prior"] == pytest.approx(-log_p / math.log(2) / (640 / 16000))
 
 
 def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_path, data_cfg, monkeypatch):
@@ -231,6 +260,24 @@ def test_the_training_corpus_given_by_a_relative_path_is_not_a_foreign_one(tmp_p
         args = eval_cli.parse_args([str(ckpt), "--data", "folder", f"data.root={root}", "data.cache=false",
                                     "data.val_per_speaker=1", "--out", "x"])
         assert eval_cli.eval_set(args, model).split == split, root
+
+
+@pytest.mark.parametrize("held_out", ["demo_heldout", "engines_heldout"])
+def test_a_held_out_corpus_is_named_by_its_config_and_root_with_the_split_the_baseline_was_fitted_on(
+        tmp_path, monkeypatch, held_out):
+    """eval --data demo_heldout on a demo checkpoint: the scored set is named demo_heldout at its root (not "demo",
+    the layout it inherits), all of it, and the baseline's split (the demo's training split) is named apart."""
+    monkeypatch.chdir(REPO)
+    ckpt = make_checkpoint(tmp_path / "vq.pt")
+    saved = load_checkpoint(ckpt)
+    data = OmegaConf.to_container(load_data_config("demo", ["data.cache=false", "data.sample_rate=16000"]), resolve=True)
+    save_checkpoint(ckpt, saved["model"], {**saved["config"], "data": data, "seed": 3}, saved["speakers"], 0)
+    args = eval_cli.parse_args([str(ckpt), "--data", held_out, "data.cache=false", "--out", "x"])
+    set_ = eval_cli.eval_set(args, VQVAE.from_checkpoint(str(ckpt)))
+    assert set_.description.startswith(
+        f"{held_out} at {REPO / 'datasets' / held_out} (all split: every utterance of the corpus); baseline and probes "
+        f"fitted on the training split of demo at {REPO / 'datasets' / 'demo'} (")
+    assert set_.corpus == f"{held_out} at {REPO / 'datasets' / held_out}"
 
 
 def test_renamed_eval_flags_keep_their_old_names():

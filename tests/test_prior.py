@@ -14,7 +14,7 @@ from helpers import SPEAKERS, assert_same_units, make_checkpoint, torchrun, writ
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
+from audio_vqvae.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from audio_vqvae.cli import generate, score_units
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.data import load_corpus, split_corpus
@@ -80,9 +80,12 @@ def test_uniform_prior_reproduces_the_uniform_elbo():
     n_latents, n_samples = int(lengths.sum()), int(lengths.sum()) * 320
     both = elbo_with_prior(1234.5, float(logp.sum().detach()), n_samples, n_latents, K, 16000)
     uniform = elbo_terms(1234.5, n_samples, n_latents, K, 16000)
-    assert both["kl_nats_prior"] == pytest.approx(n_latents * math.log(K)) == pytest.approx(both["kl_nats_uniform"])
+    assert n_latents == 21  # 21 latents of K = 8: T_z ln K = 21 x 2.0794415 = 43.668272 nats
+    assert both["kl_nats_prior"] == pytest.approx(43.668272, abs=1e-5)
+    assert both["kl_nats_uniform"] == pytest.approx(43.668272, abs=1e-5)
+    assert both["bits_per_sample_prior"] == pytest.approx((1234.5 + 43.668272) / (6720 * 0.6931472), rel=1e-6)
     assert both["bits_per_sample_prior"] == pytest.approx(uniform["bits_per_sample"])
-    assert both["kl_bits_per_second_uniform"] == pytest.approx(50 * math.log2(K))  # 50 latents per second
+    assert both["kl_bits_per_second_uniform"] == pytest.approx(150.0)  # 50 latents per second x 3 bits
 
 
 def test_learned_prior_elbo_by_hand():
@@ -202,7 +205,8 @@ def test_mixed_precision_prior_training_runs_in_the_autocast_dtype(tmp_path, pre
 
 
 def test_torchrun_two_processes_train_one_prior(tmp_path):
-    """DDP with 2 gloo ranks (each its own batches): both end with the same weights, rank 0 checkpoints."""
+    """DDP with 2 gloo ranks (each its own batches, see test_each_rank_draws_its_own_batches_and_a_retry_another): both
+    end with the same weights, rank 0 checkpoints."""
     units = write_units(tmp_path / "units.txt")
     a, b = torchrun(tmp_path / "ranks", "prior", [
         f"units.path={units}", f"run_dir={tmp_path / 'run'}", "device=cpu", "units.max_frames=16",
@@ -235,7 +239,8 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     ckpt = make_checkpoint(tmp_path / "tiny.pt")  # hop 16, 16 codes: 1000 units per second
     torch.manual_seed(0)
     prior = UnitPrior(16, SPEAKERS, **TINY)
-    save_checkpoint(tmp_path / "prior.pt", prior.state_dict(), {"prior": TINY, "codebook_size": 16}, list(SPEAKERS), 0)
+    save_checkpoint(tmp_path / "prior.pt", prior.state_dict(), {"prior": TINY, "codebook_size": 16, "frame_rate": 1000.0,
+                    "vqvae_checkpoint_sha256": file_sha256(ckpt)}, list(SPEAKERS), 0)
     (tmp_path / "u.txt").write_text("p225_001\t" + " ".join(["3"] * 20) + "\n")
     out = tmp_path / "out"
     args = ["-c", str(ckpt), "-o", str(out), "--prior", str(tmp_path / "prior.pt"), "--speaker", "p226",
@@ -246,6 +251,26 @@ def test_generate_samples_units_from_the_prior_and_decodes_them(tmp_path):
     assert all(len(sf.read(w)[0]) == (20 + 50) * 16 for w in wavs)  # the prompt's 20 units, then 0.05 s
     with pytest.raises(SystemExit, match="one --speaker"):
         generate.main([a if a != "p226" else "p226,p227" for a in args])
+
+
+@pytest.mark.parametrize("recorded", [{"vqvae_checkpoint_sha256": "f" * 64, "frame_rate": 1000.0},
+                                      {"frame_rate": 50.0}, {"frame_rate": 1000.0}])
+def test_generate_refuses_a_prior_of_another_vqvae_unless_forced(tmp_path, recorded):
+    """A prior recording another VQ-VAE checkpoint (sha256), another frame rate, or none is one error; --force
+    samples anyway."""
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    config = {"prior": TINY, "codebook_size": 16, "vqvae_checkpoint_sha256": file_sha256(ckpt)} | recorded
+    if "vqvae_checkpoint_sha256" not in recorded and recorded["frame_rate"] == 1000.0:
+        del config["vqvae_checkpoint_sha256"]
+    save_checkpoint(tmp_path / "prior.pt", UnitPrior(16, SPEAKERS, **TINY).state_dict(), config, list(SPEAKERS), 0)
+    args = ["-c", str(ckpt), "-o", str(tmp_path / "out"), "--prior", str(tmp_path / "prior.pt"), "--speaker", "p226",
+            "--seconds", "0.01", "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"audio-vqvae-generate: error: --prior .* was trained on units of another "
+                                         r"VQ-VAE \(.*\); retrain it on this VQ-VAE's units, or pass --force"):
+        generate.main(args)
+    assert not (tmp_path / "out").exists()
+    generate.main([*args, "--force"])
+    assert [w.name for w in (tmp_path / "out").glob("*.wav")] == ["sample_000.wav"]
 
 
 def test_sigterm_saves_before_a_due_validation_and_the_prior_resumes_exactly(tmp_path, monkeypatch):
@@ -332,5 +357,155 @@ def test_a_prior_from_a_corpus_splits_it_as_the_vqvae_was_trained(tmp_path, data
 def test_resuming_a_prior_with_other_units_settings_is_refused(tmp_path, changed):
     units = write_units(tmp_path / "units.txt")
     train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
-    with pytest.raises(ValueError, match="not a resumable checkpoint of this prior run"):
+    key = changed.split("=")[0].removeprefix("units.")
+    with pytest.raises(ValueError, match=f"not a resumable checkpoint of this prior run .*saved with units=.*'{key}'"):
         train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto", changed))
+
+
+def test_resuming_a_prior_after_a_world_size_change_is_refused_naming_it(tmp_path):
+    """last.pt of a 2-process run (its identity says world_size 2, as the torchrun test checks) resumed by one process:
+    one error naming the world size, since each rank's batches and RNG state depend on it."""
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    ckpt["resume"]["identity"]["world_size"] = 2
+    save_checkpoint(last, ckpt["model"], ckpt["config"], ckpt["speakers"], ckpt["step"], ckpt["resume"])
+    with pytest.raises(ValueError, match=r"last.pt: not a resumable checkpoint of this prior run \(saved with "
+                                         r"world_size=2, this run 1\); resume needs the same"):
+        train_prior(config(tmp_path / "run", units, "trainer.max_steps=4", "trainer.resume=auto"))
+
+
+def test_each_rank_draws_its_own_batches_and_a_retry_another(tmp_path, monkeypatch):
+    """The batch is a function of (seed, rank, step, skipped steps): rank 1 draws another batch than rank 0 at the
+    same step (the torchrun test's "each its own batches"), and so does the retry of a skipped step."""
+    trainers = []
+    step = PriorTrainer.train_step
+    monkeypatch.setattr(PriorTrainer, "train_step", lambda self: trainers.append(self) or step(self))
+    train_prior(config(tmp_path / "run", write_units(tmp_path / "units.txt", n_utts=40), "trainer.max_steps=1"))
+    trainer = trainers[0]
+    rank0 = trainer.batch()[0]
+    assert torch.equal(rank0, trainer.batch()[0])
+    monkeypatch.setattr(trainer.ddp, "rank", 1)
+    assert not torch.equal(rank0, trainer.batch()[0])
+    monkeypatch.setattr(trainer.ddp, "rank", 0)
+    monkeypatch.setattr(trainer.state, "nonfinite_total", 1)
+    assert not torch.equal(rank0, trainer.batch()[0])
+
+
+def lmexp(*values: float) -> float:
+    """log-mean-exp by hand."""
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
+
+
+def test_an_unknown_speaker_gets_the_log_mean_exp_over_the_priors_speakers():
+    """A head whose speakers give different log-probabilities: the unknown speaker's log p(z) is their log-mean-exp
+    (not the mean, the max or speaker 0's), batched with known speakers unchanged."""
+    prior = tiny_prior()
+    with torch.no_grad():
+        prior.speaker_embed.weight.copy_(torch.randn(2, TINY["d_model"], generator=torch.Generator().manual_seed(1)) * 30)
+        prior.head.weight.mul_(10)
+    z, n = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 0, 1, 1, 2, 0]]), torch.tensor([6, 4])
+    a, b = (prior.log_prob(z, n, torch.tensor([s, s])).tolist() for s in (0, 1))
+    assert min(abs(x - y) for x, y in zip(a, b)) > 2  # the speakers disagree
+    got = prior.marginal_log_prob(z, n, torch.tensor([-1, 1]))
+    assert got[0].item() == pytest.approx(lmexp(a[0], b[0]), abs=1e-5) and got[1].item() == pytest.approx(b[1], abs=1e-5)
+
+
+def test_score_cli_marginalises_speakers_the_prior_does_not_know(tmp_path):
+    units = write_units(tmp_path / "units.txt")
+    train_prior(config(tmp_path / "run", units, "trainer.max_steps=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    (tmp_path / "new.txt").write_text("c_000\t1 2 3 4\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'new.txt'}.json")
+    score_units.main(["-p", str(ckpt), str(tmp_path / "new.txt"), "-o", str(tmp_path / "s.tsv"), "--device", "cpu"])
+    row = (tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")
+    prior, z, n = UnitPrior.from_checkpoint(str(ckpt)), torch.tensor([[1, 2, 3, 4]]), torch.tensor([4])
+    hand = lmexp(*(float(prior.log_prob(z, n, torch.tensor([s]))[0]) for s in (0, 1)))
+    assert row[0] == "c_000" and float(row[2]) == pytest.approx(hand, abs=1e-3)
+
+
+def test_a_validation_file_with_an_unknown_speaker_is_scored_by_the_mixture(tmp_path):
+    """units.val_path holding a speaker the training file lacks: validation (rank 0) scores it, no error."""
+    units = write_units(tmp_path / "units.txt")
+    (tmp_path / "val.txt").write_text("c_000\t1 2 3 4 5\nb_100\t0 1 2\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'val.txt'}.json")
+    train_prior(config(tmp_path / "run", units, f"units.val_path={tmp_path / 'val.txt'}", "trainer.max_steps=2"))
+    history = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["resume"]["state"]["history"]
+    assert [h["step"] for h in history] == [0, 2] and all(h["n_units"] == 8 for h in history)
+
+
+def test_unit_ids_get_their_speakers_from_the_data_config_not_the_id(tmp_path):
+    """LibriSpeech-like files <root>/<speaker>/<chapter>/<speaker>-<chapter>-<n>: with data=folder beside units.path the
+    speakers are the corpus's (84, 19), not the id up to its last '_' (84_121123); an id without the separator and
+    no map is one error."""
+    root, lines = tmp_path / "corpus", []
+    for speaker, chapter in [("84", "121123"), ("19", "198")]:
+        for n in range(3):
+            name = f"{speaker}-{chapter}-{n:04d}"
+            write_wav(root / speaker / chapter / f"{name}.wav", 0.1)
+            lines.append(f"{speaker}_{chapter}_{name}\t1 2 3 {n}\n")
+    (tmp_path / "u.txt").write_text("".join(lines))
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'u.txt'}.json")
+    prior = train_prior(config(tmp_path / "run", tmp_path / "u.txt", "data=folder", f"data.root={root}",
+                               "trainer.max_steps=1"))
+    assert prior.speakers == ["19", "84"]
+    (tmp_path / "l.txt").write_text("84-121123-0000\t1 2 3\n")
+    UnitsSidecar(50.0, 16000, 320, K, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'l.txt'}.json")
+    with pytest.raises(ValueError, match="'84-121123-0000': no speaker in the speaker map and no '_' in its id"):
+        train_prior(config(tmp_path / "run2", tmp_path / "l.txt", "trainer.max_steps=1"))
+
+
+def windowed_by_hand(prior: UnitPrior, units: torch.Tensor, spk: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, K] with position p predicted by a forward pass over its own window alone: units from
+    window_start(p) to p, after the unit before it (BOS at 0)."""
+    w, out = prior.max_frames, []
+    for p in range(units.shape[1]):
+        s = 0 if p < w else ((p - w) // (w // 2) + 1) * (w // 2)
+        previous = units[:, s - 1] if s else None
+        out.append(prior(units[:, s : p + 1], spk, previous)[:, -1])
+    return torch.stack(out, 1)
+
+
+def test_scoring_and_sampling_past_max_frames_use_windows_as_training_did():
+    """max_frames=6: log-probs of a 23-unit sequence and greedy samples past the window equal position-by-position
+    forward passes over the window each position falls in (first input: the unit before it, BOS only at 0), so no
+    position >= max_frames is ever seen."""
+    torch.manual_seed(0)
+    prior, spk = UnitPrior(K, ["a", "b"], **TINY, max_frames=6).eval(), torch.tensor([1, 0])
+    units = torch.randint(0, K, (2, 23))
+    with torch.no_grad():
+        hand = windowed_by_hand(prior, units, spk).log_softmax(-1).gather(-1, units[..., None])[..., 0]
+        torch.testing.assert_close(prior.unit_log_probs(units, spk), hand, rtol=1e-5, atol=1e-5)
+        greedy = prior.sample(2, 17, spk, top_k=1, prompt=units[0, :3], generator=torch.Generator().manual_seed(0))
+        assert torch.equal(windowed_by_hand(prior, greedy, spk)[:, 3:].argmax(-1), greedy[:, 3:])
+
+
+def markov_chain(n: int, length: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n stationary second-order chains [n, length]: z_t = z_{t-1} + z_{t-2} mod k with probability 0.8, else
+    uniform (predicting it needs the two previous units, found by position)."""
+    z = rng.integers(k, size=(n, length))
+    keep = rng.random((n, length)) < 0.8
+    for t in range(2, length):
+        z[:, t] = np.where(keep[:, t], (z[:, t - 1] + z[:, t - 2]) % k, z[:, t])
+    return z
+
+
+def test_a_prior_trained_on_a_markov_chain_predicts_past_max_frames_as_well_as_before(tmp_path):
+    """A stationary Markov chain (`markov_chain`) trained on windows of 8: on fresh 256-unit chains the NLL per unit
+    past position 8 equals the NLL at positions 2..7 within noise (the chain's entropy rate is the same everywhere;
+    before windowed scoring it was 0.4 nats worse past the trained positions)."""
+    rng, k = np.random.default_rng(0), 4
+    lines = [f"a_{i:03d}\t{' '.join(map(str, z))}\n" for i, z in enumerate(markov_chain(40, 256, k, rng))]
+    (tmp_path / "chain.txt").write_text("".join(lines))
+    UnitsSidecar(50.0, 16000, 320, k, "toy.pt", "0" * 64, False, None).write(f"{tmp_path / 'chain.txt'}.json")
+    prior = train_prior(config(tmp_path / "run", tmp_path / "chain.txt", "units.max_frames=8", "trainer.max_steps=600",
+                               "trainer.val_every=1000", "trainer.ckpt_every=1000", "trainer.lr=3e-3",
+                               "trainer.batch_size=16", "prior.d_model=32", "prior.d_ff=64")).eval()
+    units = torch.from_numpy(markov_chain(400, 256, k, rng))
+    with torch.no_grad():
+        nll = -prior.unit_log_probs(units, torch.zeros(len(units), dtype=torch.long))
+    before, past = nll[:, 2:8].mean().item(), nll[:, 8:].mean().item()
+    noise = 3 * nll[:, 2:8].std().item() / math.sqrt(nll[:, 2:8].numel())
+    assert before < math.log(k) - 0.2 and abs(past - before) < noise, (before, past, noise)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..checkpoint import file_sha256
 from ..device import resolve_device
 from ..evaluation.report import evaluate_checkpoint
 from ..evaluation.sets import (
@@ -25,7 +26,7 @@ from ..evaluation.sets import (
     with_training_reference,
 )
 from ..model import DECODER_CHOICES, F0_CHOICES, VQVAE
-from ..prior.model import UnitPrior
+from ..prior.model import UnitPrior, check_vqvae
 from .common import run_app
 
 
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="candidate codes per decoder batch in the probe")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--prior", help="a unit prior checkpoint (audio-vqvae-train-prior): KL and -ELBO under it too")
+    p.add_argument("--force", action="store_true",
+                   help="use a --prior trained on another VQ-VAE's units (refused by default); the report says so")
     args = p.parse_intermixed_args(argv)
     if args.files and args.overrides:
         p.error("data.* overrides apply to corpus configs, not to --files")
@@ -93,7 +96,7 @@ def eval_set(args: argparse.Namespace, model: VQVAE) -> EvalSet:
     if args.files:
         set_ = file_set(args.files)
     else:
-        set_ = corpus_set(data, args.split, seed, foreign=bool(foreign))
+        set_ = corpus_set(data, args.split, seed, foreign=bool(foreign), name=args.data)
     if foreign and own is not None:
         set_ = with_training_reference(set_, corpus_set(data_config(model.config, None, []), "val", seed))
     set_.utterances = set_.utterances[: args.max_utterances]
@@ -107,7 +110,9 @@ def run(args: argparse.Namespace) -> dict:
     if alignments is None and set_.root is not None and (set_.root / "alignments").is_dir():
         alignments = set_.root / "alignments"
     prior = UnitPrior.from_checkpoint(args.prior, model.device) if args.prior else None
-    return evaluate_checkpoint(model, str(args.checkpoint), set_, Path(args.out), options(args), alignments, prior)
+    warning = prior and check_vqvae(prior, args.prior, file_sha256(args.checkpoint), model.frame_rate, args.force)
+    return evaluate_checkpoint(model, str(args.checkpoint), set_, Path(args.out), options(args), alignments, prior,
+                               warning)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-samples", type=int, default=1, help="with --prior: how many samples")
     parser.add_argument("--prior-temperature", type=float, default=1.0, help="with --prior: temperature of the prior")
     parser.add_argument("--top-k", type=int, default=None, help="with --prior: sample among the k most likely units")
+    parser.add_argument("--force", action="store_true",
+                        help="with --prior: use a prior trained on another VQ-VAE's units (refused by default)")
     parser.add_argument("--prompt-units", help="with --prior: FILE:UTT_ID, continue the units of a real utterance")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the decoder")
     parser.add_argument("--greedy", action="store_true", help="take the most likely sample instead of sampling")

@@ -22,19 +22,15 @@ def prior_log_prob(prior: UnitPrior, codes: np.ndarray, speaker: str) -> float:
     over the prior's speakers (the mixture prior: logsumexp_s log p(z | s) - log S)."""
     z = torch.as_tensor(codes, dtype=torch.long, device=prior.device)[None]
     n = torch.tensor([z.shape[1]], device=prior.device)
-    if not prior.speakers:
-        return float(prior.log_prob(z, n)[0])
-    if speaker in prior.speakers:
-        return float(prior.log_prob(z, n, torch.tensor([prior.speaker_index(speaker)], device=prior.device))[0])
-    every = torch.stack([prior.log_prob(z, n, torch.tensor([s], device=prior.device))[0]
-                         for s in range(len(prior.speakers))])
-    return float(torch.logsumexp(every, 0) - math.log(len(prior.speakers)))
+    index = prior.speakers.index(speaker) if speaker in prior.speakers else -1
+    return float(prior.marginal_log_prob(z, n, torch.tensor([index]))[0])
 
 
-def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals) -> dict[str, Any]:
+def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals, warning: str | None = None) -> dict[str, Any]:
     """Stage two in metrics.json: KL(q || p) = -log p(z_q(x)) of the scored units under the learned prior next to the
     uniform prior's T_z log K, in bits per second; unit perplexity; and, for the decoder-known speakers, -ELBO in bits
-    per sample under both priors (metrics.elbo_with_prior)."""
+    per sample under both priors (metrics.elbo_with_prior). `warning` (a prior of another VQ-VAE used with --force)
+    is kept as `vqvae_mismatch`."""
     if prior.codebook_size != model.codebook_size:
         raise ValueError(f"--prior models {prior.codebook_size} units but the VQ-VAE has {model.codebook_size} codes")
     log_p = {u: prior_log_prob(prior, c, totals.utterances[u].speaker) for u, c in totals.codes.items()}
@@ -46,6 +42,7 @@ def prior_metrics(prior: UnitPrior, model: VQVAE, totals: Totals) -> dict[str, A
         "kl_bits_per_second_prior": -sum(log_p.values()) / math.log(2) / totals.seconds,
         "unknown_speakers": "marginalised over the prior's speakers" if prior.speakers else "unconditional prior",
         "elbo": None,
+        "vqvae_mismatch": warning,
     }
     acc = totals.elbo
     if acc.n_samples:

@@ -130,9 +130,10 @@ def write_figures(model: VQVAE, out: Path, totals: Totals, perplexity_: float,
 
 
 def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path, opts: EvalOptions,
-                        alignment_dir: Path | None = None, prior: UnitPrior | None = None) -> dict[str, Any]:
-    """Score `model` on `set_` (and its units under a learned `prior`), write metrics.json, report.md, figures and
-    audio into `out`; return the metrics."""
+                        alignment_dir: Path | None = None, prior: UnitPrior | None = None,
+                        prior_warning: str | None = None) -> dict[str, Any]:
+    """Score `model` on `set_` (and its units under a learned `prior`; `prior_warning`: why that prior is not this
+    VQ-VAE's, when used anyway), write metrics.json, report.md, figures and audio into `out`; return the metrics."""
     torch.manual_seed(opts.seed)  # model.decode samples from the global generator
     known = trained_speakers(model, set_.train)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,19 +146,19 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
         "checkpoint": {"path": checkpoint, "sha256": file_sha256(checkpoint), "step": model.step,
                        "codebook_size": model.codebook_size, "hop": model.hop, "sample_rate": model.sample_rate,
                        "frame_rate": model.frame_rate, "receptive_field": model.decoder.receptive_field},
-        "data": {"source": set_.description, "split": set_.split, "n_utterances": len(totals.codes),
+        "data": {"source": set_.description, "corpus": set_.corpus, "split": set_.split, "n_utterances": len(totals.codes),
                  "speakers": scored_speakers,
                  "unknown_to_decoder": [s for s in scored_speakers if s not in known],
                  "seconds": totals.seconds, "too_short": totals.too_short, "train_utterances": len(set_.train)},
         **set_metrics(model, totals),
         "posterior": summarize(totals.probes, model.codebook_size) if totals.probes else None,
-        "prior": prior_metrics(prior, model, totals) if prior is not None else None,
+        "prior": prior_metrics(prior, model, totals, prior_warning) if prior is not None else None,
     }
     alignments = matched_alignments(load_alignments(alignment_dir), totals.utterances) if alignment_dir else {}
     if alignment_dir is not None and not alignments:
         log.warning("%s holds no alignment for the evaluated utterances: no phone scores", alignment_dir)
     baseline, model_rate = baselines_for(set_, totals, model, opts)
-    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts, model_rate)
+    m["units"], cooccurrence = score_units(model, totals, baseline, alignments, opts, model_rate, set_.sentence_key)
     m["units"]["alignments"] = str(alignment_dir) if alignments else None
     probe, m["speaker_probe"] = speaker_probe(set_, known, model, opts)
     self_utts = [u for u in set_.val if u.speaker in known][: opts.n_resynth] if set_.val else \
@@ -202,6 +203,8 @@ def report_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [("KL(q || p) bits/s: uniform prior / learned prior",
                   f"{_fmt(q['kl_bits_per_second_uniform'])} / {_fmt(q['kl_bits_per_second_prior'])}"),
                  ("learned prior: unit perplexity (of K)", f"{_fmt(q['unit_perplexity'])} (of {c['size']})")]
+        if q.get("vqvae_mismatch"):
+            rows.append(("learned prior: WARNING, used with --force", q["vqvae_mismatch"]))
         if q["elbo"]:
             rows.append(("-ELBO bits/sample: uniform prior / learned prior, known speakers",
                          f"{_fmt(q['elbo']['bits_per_sample_uniform'])} / {_fmt(q['elbo']['bits_per_sample_prior'])}"))

@@ -58,6 +58,8 @@ class EvalSet:
     val: list[Utterance] = field(default_factory=list)  # training speakers' held-out sentences: self-resynthesis
     split: str | None = None  # train / val / test / all of a corpus; None for plain files
     transcripts: dict[str, str] = field(default_factory=dict)  # utt id -> sentence (`corpus_transcripts`): WER
+    corpus: str | None = None  # the corpus by its config name and root ("demo_heldout at datasets/demo_heldout")
+    sentence_key: str | None = None  # its data.sentence_key (`data.sentence_of`): groups the leakage probe's folds
 
 
 def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequence[str]) -> DictConfig:
@@ -79,10 +81,11 @@ def data_config(ckpt_config: dict[str, Any], spec: str | None, overrides: Sequen
                          f"{', '.join(sorted(map(str, node)))})") from None
 
 
-def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False) -> EvalSet:
+def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False, name: str | None = None) -> EvalSet:
     """The EvalSet of a corpus split, as the trainer split it (same config and seed): train, val, test or all.
     `auto`: the test split if the config holds data out, else all of a `foreign` corpus (one the model was not
-    trained on), else validation."""
+    trained on), else validation. `name`: the config's name for the report (--data's; default data.name, the
+    layout, which a config like demo_heldout inherits)."""
     corpus = load_corpus(data)
     parts = split_corpus(corpus, data, seed)
     if split == "auto":
@@ -90,8 +93,10 @@ def corpus_set(data: DictConfig, split: str, seed: int, foreign: bool = False) -
     scored = corpus.utterances if split == "all" else getattr(parts, split)
     if not scored:
         raise ValueError(f"the {split} split of {corpus.root} ({data.name}) is empty; pick another --split")
-    return EvalSet(scored, f"{data.name} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
-                   parts.train, parts.val, split, corpus_transcripts(data, Path(corpus.root)))
+    where = f"{Path(name).stem if name else data.name} at {corpus.root}"
+    return EvalSet(scored, f"{where} ({split} split{split_detail(data, split, scored)})", Path(corpus.root),
+                   parts.train, parts.val, split, corpus_transcripts(data, Path(corpus.root)), where,
+                   data.get("sentence_key"))
 
 
 TRANSCRIPTS = "transcripts.tsv"
@@ -127,7 +132,8 @@ def with_training_reference(set_: EvalSet, reference: EvalSet) -> EvalSet:
     that a held-out corpus (or plain files) is compared against a baseline fitted without it."""
     return replace(set_, train=reference.train, val=reference.val,
                    transcripts={**reference.transcripts, **set_.transcripts},
-                   description=f"{set_.description}; baseline and probes fitted on {reference.description}")
+                   description=f"{set_.description}; baseline and probes fitted on the training split of "
+                               f"{reference.corpus} ({len(reference.train)} utterances)")
 
 
 def split_detail(data: DictConfig, split: str, scored: Sequence[Utterance]) -> str:
@@ -139,6 +145,8 @@ def split_detail(data: DictConfig, split: str, scored: Sequence[Utterance]) -> s
         return f": held-out speakers {speakers}" + (f" x held-out sentences (data.held_out_sentences={sentences})" if sentences else "")
     if split == "val":
         return f": data.val_per_speaker={data.val_per_speaker} utterances of each training speaker"
+    if split == "all":
+        return ": every utterance of the corpus"
     return ""
 
 
@@ -153,11 +161,6 @@ def file_set(paths: Sequence[str]) -> EvalSet:
     single_dir = len(paths) == 1 and Path(paths[0]).is_dir()
     return EvalSet(utts, f"{len(utts)} files", Path(paths[0]) if single_dir else None)
 
-
-def sentence_of(utt: Utterance) -> str:
-    """The sentence an utterance speaks, for grouping folds: its id without the speaker name (demo and VCTK ids are
-    <speaker>_<sentence number>, so parallel utterances share it)."""
-    return utt.id.replace(utt.speaker, "").strip("_-/") or utt.id
 
 
 def trained_speakers(model: VQVAE, train: Sequence[Utterance]) -> list[str]:

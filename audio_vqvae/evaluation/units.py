@@ -11,13 +11,13 @@ import torch
 
 from .. import metrics as M
 from ..alignments import Segment, build_vocab, frame_labels
-from ..data import Utterance
+from ..data import Utterance, sentence_of
 from ..model import VQVAE, units_of
 from ..quantizer import perplexity
 from ..stability import unit_stability
 from .baselines import MFCCKMeans
 from .probes import speaker_leakage
-from .sets import EvalOptions, sentence_of
+from .sets import EvalOptions
 
 if TYPE_CHECKING:
     from .scoring import Totals  # the pass that produces them; imported for the annotation only
@@ -62,9 +62,10 @@ def phone_scores(units: dict[str, np.ndarray], alignments: dict[str, list[Segmen
 
 
 def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance], n_units: int, seconds: float,
-                 opts: EvalOptions) -> dict[str, Any]:
-    """Bitrates and speaker leakage of one unit inventory on the scored set."""
-    ids = list(units)
+                 opts: EvalOptions, sentence_key: str | None = None) -> dict[str, Any]:
+    """Bitrates and speaker leakage of one unit inventory on the scored set; the leakage folds group utterances by
+    sentence (`data.sentence_of` of the corpus's data.sentence_key)."""
+    ids, sentence = list(units), sentence_of(sentence_key)
     return {
         "n_units": n_units,
         "n_frames": sum(len(units[u]) for u in ids),
@@ -72,7 +73,7 @@ def unit_summary(units: dict[str, np.ndarray], utterances: dict[str, Utterance],
         "entropy_bits_per_second": M.entropy_bitrate([units[u] for u in ids], seconds) + 0.0,
         "entropy_bits_per_second_dedup": M.entropy_bitrate([units[u] for u in ids], seconds, dedup=True) + 0.0,
         "speaker_leakage": speaker_leakage([units[u] for u in ids], n_units, [utterances[u].speaker for u in ids],
-                                           [sentence_of(utterances[u]) for u in ids], opts.seed),
+                                           [sentence(u) for u in ids], opts.seed),
     }
 
 
@@ -136,13 +137,13 @@ BASELINE_SETTINGS = "13 MFCC + delta + delta-delta, 25 ms window (or one hop), p
 
 
 def baseline_section(baseline: MFCCKMeans, totals: Totals, alignments: dict[str, list[Segment]],
-                     opts: EvalOptions) -> dict[str, Any]:
+                     opts: EvalOptions, sentence_key: str | None = None) -> dict[str, Any]:
     """One baseline's part of the `units` section, scored by the code that scores the model's units: what it was
     fitted on and its frame rate, bitrates, speaker leakage, stability and (when aligned) phone scores."""
     ids = list(totals.codes)
     units = {u: baseline.units(totals.wavs[u]) for u in ids}
     section = {"fitted_on": baseline.fitted_on, "frame_rate": baseline.frame_rate, "settings": BASELINE_SETTINGS,
-               **unit_summary(units, totals.utterances, baseline.n_units, totals.seconds, opts),
+               **unit_summary(units, totals.utterances, baseline.n_units, totals.seconds, opts, sentence_key),
                "stability": unit_stability(baseline.units, [totals.wavs[u] for u in ids], seed=opts.seed)}
     if alignments:
         speakers = {u: totals.utterances[u].speaker for u in ids}
@@ -151,18 +152,19 @@ def baseline_section(baseline: MFCCKMeans, totals: Totals, alignments: dict[str,
 
 
 def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: dict[str, list[Segment]],
-                opts: EvalOptions, model_rate: MFCCKMeans | None = None,
+                opts: EvalOptions, model_rate: MFCCKMeans | None = None, sentence_key: str | None = None,
                 ) -> tuple[dict[str, Any], tuple[np.ndarray, list[str]] | None]:
     """The `units` section: the model's units and the baseline's clusters (and, given `model_rate`, the same
     baseline at the model's frame rate, as mfcc_kmeans_model_rate), each with phone scores (when aligned),
-    bitrates, speaker leakage and stability, and the comparison; plus the model's co-occurrence for the figure."""
+    bitrates, speaker leakage (folds grouped by the data.sentence_key sentence) and stability, and the comparison;
+    plus the model's co-occurrence for the figure."""
     ids = list(totals.codes)
     speakers = {u: totals.utterances[u].speaker for u in ids}
 
     def model_units(wav: np.ndarray) -> np.ndarray:
         return units_of(model, [wav])[0]
 
-    mine = unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts)
+    mine = unit_summary(totals.codes, totals.utterances, model.codebook_size, totals.seconds, opts, sentence_key)
     mine["stability"] = unit_stability(model_units, [totals.wavs[u] for u in ids], seed=opts.seed)
     figure = None
     if alignments:
@@ -170,9 +172,9 @@ def score_units(model: VQVAE, totals: Totals, baseline: MFCCKMeans, alignments: 
             totals.codes, alignments, speakers, model.codebook_size, model.frame_rate, opts, totals.latents)
         figure = (counts, phones)
     mine["collapse"] = collapse(totals.counts)
-    section = {"model": mine, "baseline": baseline_section(baseline, totals, alignments, opts)}
+    section = {"model": mine, "baseline": baseline_section(baseline, totals, alignments, opts, sentence_key)}
     if model_rate is not None:
-        section["mfcc_kmeans_model_rate"] = baseline_section(model_rate, totals, alignments, opts)
+        section["mfcc_kmeans_model_rate"] = baseline_section(model_rate, totals, alignments, opts, sentence_key)
     section["comparison"] = comparison(mine, section["baseline"], mine["collapse"]["collapsed"],
                                        section.get("mfcc_kmeans_model_rate"))
     return section, figure

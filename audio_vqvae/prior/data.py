@@ -24,9 +24,16 @@ class UnitSet:
         return len(self.ids)
 
 
-def speaker_of(utt_id: str, speaker_map: Mapping[str, str], separator: str) -> str:
-    """The map's speaker, else the id up to its last `separator` (`cb_f_001` -> `cb_f`)."""
-    return speaker_map.get(utt_id) or utt_id.rsplit(separator, 1)[0]
+def speaker_of(utt_id: str, speaker_map: Mapping[str, str], separator: str | None) -> str:
+    """The map's speaker (a speaker map file, or the corpus's data config); for an id it lacks, the id up to its last
+    `separator` (`cb_f_001` -> `cb_f`). An id without the separator is a ValueError rather than its own speaker
+    (LibriSpeech ids `84-121123-0000` do not name their speaker that way)."""
+    if utt_id in speaker_map:
+        return speaker_map[utt_id]
+    if not separator or separator not in utt_id:
+        raise ValueError(f"utterance {utt_id!r}: no speaker in the speaker map and no {separator!r} in its id; give a "
+                         "speaker map (units.speaker_map / --speaker-map) or the corpus's data config (data=NAME)")
+    return utt_id.rsplit(separator, 1)[0]
 
 
 def read_unit_set(path: str, speakers: Sequence[str], speaker_map: Mapping[str, str], separator: str) -> UnitSet:
@@ -47,11 +54,14 @@ def subset(data: UnitSet, keep: Sequence[bool]) -> UnitSet:
     return UnitSet([data.ids[i] for i in idx], [data.units[i] for i in idx], [data.speakers[i] for i in idx])
 
 
-def load_unit_sets(node) -> tuple[UnitSet, UnitSet, list[str], UnitsSidecar]:
+def load_unit_sets(node, corpus_speakers: Mapping[str, str] | None = None
+                   ) -> tuple[UnitSet, UnitSet, list[str], UnitsSidecar]:
     """The `units` config node -> (train, validation, speakers, sidecar of the training file). Validation is
-    `units.val_path` when set, else the `units.val_fraction` of the training file picked by `held_out`."""
+    `units.val_path` when set, else the `units.val_fraction` of the training file picked by `held_out`. Speakers come
+    from `units.speaker_map`, else `corpus_speakers` ({utt_id: speaker} of the data config), else `speaker_of`'s id
+    rule; validation speakers the training file lacks get index -1 (marginalised when scored)."""
     sidecar = UnitsSidecar.read(sidecar_path(node.path))
-    speaker_map = read_speaker_map(node.speaker_map) if node.speaker_map else {}
+    speaker_map = read_speaker_map(node.speaker_map) if node.speaker_map else dict(corpus_speakers or {})
     ids = list(load_units(node.path, sidecar.codebook_size))
     speakers = sorted({speaker_of(u, speaker_map, node.speaker_separator) for u in ids})
     data = read_unit_set(node.path, speakers, speaker_map, node.speaker_separator)
@@ -70,15 +80,17 @@ def unit_batch(seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_batch([torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in seqs])
 
 
-def training_batch(data: UnitSet, batch_size: int, max_frames: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_batch(data: UnitSet, batch_size: int, max_frames: int, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A random batch: utterances drawn with replacement, each cropped to a random window of at most max_frames ->
-    (units [B, T], lengths [B], speakers [B]). A function of the generator only, so resume replays it exactly."""
+    (units [B, T], lengths [B], speakers [B], previous [B]: the unit before each window, -1 where it starts the
+    utterance (the prior's BOS)). A function of the generator only, so resume replays it exactly."""
     picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
-    crops = []
+    crops, previous = [], []
     for i in picks:
         u = data.units[i]
         start = int(torch.randint(max(1, len(u) - max_frames + 1), (1,), generator=generator))
         crops.append(u[start : start + max_frames])
+        previous.append(int(u[start - 1]) if start else -1)
     units, lengths = unit_batch(crops)
-    return units, lengths, torch.tensor([data.speakers[i] for i in picks])
+    return units, lengths, torch.tensor([data.speakers[i] for i in picks]), torch.tensor(previous)

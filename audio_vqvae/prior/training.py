@@ -27,7 +27,7 @@ from ..model import VQVAE
 from ..training.base import Preemption, Solver, TrainerConfig, seed_everything, start_run
 from ..training.distributed import Distributed
 from ..training.runs import write_run_files
-from ..unitfile import write_speaker_map
+from ..unitfile import UnitsSidecar, sidecar_path, write_speaker_map
 from .data import UnitSet, load_unit_sets, training_batch, unit_batch
 from .model import UnitPrior, length_mask
 
@@ -54,17 +54,16 @@ def nll_metrics(total_nll: float, n_units: int) -> dict[str, float]:
 
 @torch.no_grad()
 def score_unit_set(prior: UnitPrior, data: UnitSet, batch_size: int = 16) -> dict[str, tuple[int, float]]:
-    """log p(z) of each whole utterance under the prior (eval mode) -> {utt_id: (n_units, log_prob nats)}."""
-    if prior.speakers and min(data.speakers, default=0) < 0:
-        raise ValueError("units hold speakers the speaker-conditioned prior was not trained on (see --speaker-map)")
+    """log p(z) of each whole utterance under the prior (eval mode) -> {utt_id: (n_units, log_prob nats)}; speakers
+    the prior does not know (index -1) are marginalised over its speakers (`UnitPrior.marginal_log_prob`)."""
     was_training, scores = prior.training, {}
     prior.eval()
     order = sorted(range(len(data)), key=lambda i: len(data.units[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         units, lengths = unit_batch([data.units[i] for i in idx])
-        speaker = torch.tensor([data.speakers[i] for i in idx], device=prior.device) if prior.speakers else None
-        logp = prior.log_prob(units.to(prior.device), lengths.to(prior.device), speaker)
+        speaker = torch.tensor([data.speakers[i] for i in idx])
+        logp = prior.marginal_log_prob(units.to(prior.device), lengths.to(prior.device), speaker)
         scores |= {data.ids[i]: (int(n), float(lp)) for i, n, lp in zip(idx, lengths, logp)}
     prior.train(was_training)
     return {u: scores[u] for u in data.ids}
@@ -86,7 +85,7 @@ class PriorTrainer(Solver):
         self.train_set, self.val_set, self.speakers, self.meta = train, val, speakers, meta
         self.ddp, self.device = ddp, device
         t = self.tcfg
-        self.setup(UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers).to(device),
+        self.setup(UnitPrior.from_config(cfg.prior, meta["codebook_size"], speakers, cfg.units.max_frames).to(device),
                    lambda params: torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas), PriorState())
 
     def identity(self) -> dict[str, Any]:
@@ -106,26 +105,30 @@ class PriorTrainer(Solver):
     def check_resumable(self, path: Path, ckpt: dict[str, Any]) -> None:
         """Refuse an export or a checkpoint of another prior run."""
         saved = ckpt["resume"]
-        if saved is None or saved.get("identity") != self.identity():
-            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (other config, units settings "
-                             "(file, val_fraction, split_seed, speaker map, max_frames), speakers, seed, world size or "
-                             "batch size); pick another run_dir=...")
+        if saved is None:
+            raise ValueError(f"{path}: holds no resume state (it is an export); resume from last.pt")
+        old, new = saved.get("identity") or {}, self.identity()
+        differ = [f"{k}={old.get(k)!r}, this run {new[k]!r}" for k in new if old.get(k) != new[k]]
+        if differ:
+            raise ValueError(f"{path}: not a resumable checkpoint of this prior run (saved with {'; '.join(differ)}); "
+                             "resume needs the same config, units settings, speakers, seed, world_size and batch_size, "
+                             "or pick another run_dir=...")
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """This step's batch on the device: a function of seed, rank, step and the steps skipped so far, so that the
         retry of a skipped step draws another batch and a resumed run the same one."""
         s = self.state
         seed = int(np.random.SeedSequence([self.cfg.seed, self.ddp.rank, s.step, s.nonfinite_total]).generate_state(1)[0])
-        units, lengths, speaker = training_batch(self.train_set, self.tcfg.batch_size, self.cfg.units.max_frames,
-                                                 torch.Generator().manual_seed(seed))
+        units, lengths, speaker, previous = training_batch(self.train_set, self.tcfg.batch_size,
+                                                           self.cfg.units.max_frames, torch.Generator().manual_seed(seed))
         return (units.to(self.device), lengths.to(self.device),
-                speaker.to(self.device) if self.model.speakers else None)
+                speaker.to(self.device) if self.model.speakers else None, previous.to(self.device))
 
     def train_step(self) -> float | None:
         """One optimisation step; returns the loss (nats per unit), None when non-finite on any rank (skipped)."""
-        units, lengths, speaker = self.batch()
+        units, lengths, speaker, previous = self.batch()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            logits = self.net(units, speaker)
+            logits = self.net(units, speaker, previous)
         mask = length_mask(lengths, units.shape[1])
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), units, reduction="none")
         loss = (nll * mask).sum() / mask.sum()
@@ -218,10 +221,11 @@ def train_prior(cfg: DictConfig) -> UnitPrior:
     """Train a prior per a prior run config (configs/prior.yaml); returns the trained model."""
     run = start_run(cfg, threads=cfg.threads)
     ddp, device, run_dir = run.ddp, run.device, run.run_dir
-    from_audio = cfg.vqvae is not None or "data" in cfg
+    from_audio = cfg.vqvae is not None or ("data" in cfg and cfg.units.path is None)
     if (cfg.units.path is None) != from_audio:
-        raise ValueError("give units.path=FILE (written by audio-vqvae-units) or vqvae=CHECKPOINT with data=NAME "
-                         "(units extracted into the run directory), not both")
+        raise ValueError("give units.path=FILE (written by audio-vqvae-units; data=NAME may give its speakers) or "
+                         "vqvae=CHECKPOINT with data=NAME (units extracted into the run directory), not both")
+    corpus_speakers = None
     if from_audio:
         if cfg.vqvae is None or "data" not in cfg:
             raise ValueError("training from audio needs both vqvae=CHECKPOINT and data=NAME (demo, vctk, ...)")
@@ -229,8 +233,11 @@ def train_prior(cfg: DictConfig) -> UnitPrior:
                                                   cfg.extract_batch_size, device))
         for key, value in keys.items():
             cfg.units[key] = value
+    elif "data" in cfg:  # a units file of this corpus: its data config names the speakers
+        cfg.data.sample_rate = UnitsSidecar.read(sidecar_path(cfg.units.path)).sample_rate
+        corpus_speakers = {u.id: u.speaker for u in load_corpus(cfg.data).utterances}
     seed_everything(cfg.seed + ddp.rank)
-    train, val, speakers, sidecar = load_unit_sets(cfg.units)
+    train, val, speakers, sidecar = load_unit_sets(cfg.units, corpus_speakers)
     if from_audio:
         cfg.data.sample_rate = sidecar.sample_rate  # the data node's ${model.sample_rate}: the VQ-VAE's
     meta = {"codebook_size": sidecar.codebook_size, "frame_rate": sidecar.frame_rate,
