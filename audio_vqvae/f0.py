@@ -41,9 +41,6 @@ F0_DECIMALS = 1
 """F0 contours given to the decoder and stored in units files are rounded to 0.1 Hz (under 3 cents above 60 Hz), so
 units + F0 read from a file decode exactly as from the audio (`quantise`)."""
 
-CONTOUR_SLACK = 8
-"""F0 frames a given contour may run past its units' frames (whole-file tracks end up to one unit frame later)."""
-
 MIN_LOG_F0_STD = 0.01
 """Floor of a speaker's log-F0 standard deviation (about 17 cents), so a monotone speaker still normalises."""
 
@@ -71,11 +68,12 @@ def num_f0_frames(n_samples: int, hop: int) -> int:
     return n_samples // hop
 
 
-def check_contour_length(n_f0: int, n: int) -> None:
-    """ValueError unless a contour of n_f0 frames fits units that cover n F0 frames: n <= n_f0 <= n + CONTOUR_SLACK
-    (the rule of `model.fit_contour` and of F0 lines in units files)."""
-    if not n <= n_f0 <= n + CONTOUR_SLACK:
-        raise ValueError(f"F0 contour of {n_f0} frames does not fit its units: expected {n} to {n + CONTOUR_SLACK} frames")
+def check_contour_length(n_f0: int, n: int, per_unit: int) -> None:
+    """ValueError unless a contour of n_f0 frames fits units that cover n F0 frames, per_unit to a unit:
+    n <= n_f0 <= n + per_unit (a whole-file track also covers the samples after the last whole unit); the rule of
+    `model.fit_contour` and of F0 lines in units files."""
+    if not n <= n_f0 <= n + per_unit:
+        raise ValueError(f"F0 contour of {n_f0} frames does not fit its units: expected {n} to {n + per_unit} frames")
 
 
 def quantise(f0: np.ndarray) -> np.ndarray:

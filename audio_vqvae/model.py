@@ -439,7 +439,7 @@ class VQVAE(nn.Module):
             f0, voiced = speech.predict_f0(latents, spk, n_f0, lengths)
         for i, c in enumerate(contours):
             if c is not None:
-                f0[i], voiced[i] = fit_contour(c, int(n_frames[i]) * per_unit, n_f0, self.device)
+                f0[i], voiced[i] = fit_contour(c, int(n_frames[i]) * per_unit, n_f0, self.device, per_unit)
         return speech.synthesise(latents, spk, f0, voiced, lengths, generator)
 
     def f0_contour(self, wav: torch.Tensor | np.ndarray) -> Contour:
@@ -490,13 +490,14 @@ def _is_contour(x: Any) -> bool:
     return isinstance(x, tuple) and len(x) == 2 and all(isinstance(a, np.ndarray) for a in x)
 
 
-def fit_contour(contour: Contour, n: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A contour for n F0 frames (the units' own), cropped from at most `f0.CONTOUR_SLACK` more, zero-padded to size;
-    a ValueError when its length disagrees with the units'."""
+def fit_contour(contour: Contour, n: int, size: int, device: torch.device, per_unit: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A contour for n F0 frames (the units' own, per_unit to a unit), cropped from at most per_unit more,
+    zero-padded to size; a ValueError when its length disagrees with the units' (`f0.check_contour_length`)."""
     f0, voiced = (np.asarray(a).reshape(-1) for a in contour)
     if len(f0) != len(voiced):
         raise ValueError(f"F0 contour of {len(f0)} frames has {len(voiced)} voicing flags")
-    check_contour_length(len(f0), n)
+    check_contour_length(len(f0), n, per_unit)
 
     def pad(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return F.pad(torch.as_tensor(a[:n], dtype=dtype, device=device), (0, size - n))

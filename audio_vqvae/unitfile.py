@@ -6,7 +6,7 @@ Files written for `units.txt` (all atomically: a kill leaves the previous file o
                          run-length deduplicated units and `expand(units, durations)` is the frame-level sequence
   units.txt.f0           with F0 (`audio-vqvae-units --f0`): `utt_id<TAB>f0_1 f0_2 ...`, same ids in the same order,
                          F0 in Hz with one decimal (0 = unvoiced) at the sidecar's `f0.frame_rate`, frame-level
-                         (not deduplicated): frames_per_unit per unit, up to f0.CONTOUR_SLACK more at the end
+                         (not deduplicated): frames_per_unit per unit, up to frames_per_unit more at the end
   units.txt.json         the sidecar (`UnitsSidecar`): frame rate, codebook size, checkpoint identity, dedup, ...
   units.txt.skipped.tsv  `path<TAB>reason` for each file that could not be encoded
   units.txt.partial      while running only: one complete line per finished utterance (the journal), merged into
@@ -175,7 +175,7 @@ def load_units(path: str | os.PathLike, codebook_size: int | None = None) -> dic
     return {utt_id: expand(u, durations[utt_id]) for utt_id, u in units.items()}
 
 
-def _f0_values(expected: Mapping[str, int]) -> Callable[[str, str], np.ndarray]:
+def _f0_values(expected: Mapping[str, int], per_unit: int) -> Callable[[str, str], np.ndarray]:
     """A `read_table` parser of an F0 line (Hz >= 0, 0 = unvoiced) whose length must fit `expected[utt_id]` F0
     frames of its units (`f0.check_contour_length`) and whose id must be among them."""
 
@@ -189,7 +189,7 @@ def _f0_values(expected: Mapping[str, int]) -> Callable[[str, str], np.ndarray]:
         if not np.isfinite(values).all() or (values < 0).any():
             raise ValueError(f"F0 of utterance {utt_id!r} must be finite and >= 0 (0 = unvoiced)")
         try:
-            check_contour_length(len(values), expected[utt_id])
+            check_contour_length(len(values), expected[utt_id], per_unit)
         except ValueError as err:
             raise ValueError(f"utterance {utt_id!r}: {err}") from None
         return values
@@ -209,7 +209,7 @@ def load_f0(path: str | os.PathLike, units: Mapping[str, np.ndarray], frame_rate
             ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The F0 contours {utt_id: (F0 Hz float32 [T_f], voiced bool [T_f])} of a units file whose sidecar names an F0
     file, else None. units: the file's frame-level units (`load_units`); every utterance needs one F0 line of
-    frames_per_unit * T_z frames (+ up to f0.CONTOUR_SLACK); a line that disagrees names the file and line.
+    frames_per_unit * T_z frames (+ up to frames_per_unit); a line that disagrees names the file and line.
     frame_rate: the F0 frame rate the caller decodes at; another one in the sidecar is a ValueError naming it."""
     meta_path = sidecar_path(path)
     if not meta_path.exists():
@@ -222,7 +222,7 @@ def load_f0(path: str | os.PathLike, units: Mapping[str, np.ndarray], frame_rate
                          f"path uses {frame_rate:g}")
     per_unit = frames_per_unit(meta)
     f0_file = Path(path).with_name(meta.f0["file"])
-    table = read_table(f0_file, _f0_values({k: u.size * per_unit for k, u in units.items()}), "F0 values")
+    table = read_table(f0_file, _f0_values({k: u.size * per_unit for k, u in units.items()}, per_unit), "F0 values")
     missing = [utt_id for utt_id in units if utt_id not in table]
     if missing:
         raise ValueError(f"{f0_file}: no F0 line for utterance {missing[0]!r} of {path} "

@@ -173,13 +173,13 @@ def test_f0_file_and_sidecar_match_the_units(speech_ckpt, voiced, tmp_path):
     run_cli(speech_ckpt, out, voiced, "--f0", "--dedup")
     meta = json.loads((tmp_path / "units.txt.json").read_text())
     assert meta["format_version"] == 2
-    assert meta["f0"] == {"file": "units.txt.f0", "frame_rate": 200.0, "unit": "Hz", "tracker": "praat-ac",
+    assert meta["f0"] == {"file": "units.txt.f0", "frame_rate": 1000.0, "unit": "Hz", "tracker": "praat-ac",
                           "range": [60.0, 600.0]}
     units, f0 = load_units(out, 16), load_f0(out, load_units(out, 16))
     assert list(f0) == list(units) == ["a", "b", "c"]
     for utt_id, hz in zip("abc", (140.0, 210.0, 260.0)):
         n_f0 = len(f0[utt_id][0])
-        assert 2 * units[utt_id].size <= n_f0 <= 2 * units[utt_id].size + 1  # 2 F0 frames per unit of 160 samples
+        assert 10 * units[utt_id].size <= n_f0 <= 10 * units[utt_id].size + 9  # 1-ms F0 frames: 10 per 160-sample unit
         assert abs(np.median(f0[utt_id][0][f0[utt_id][1]]) - hz) < 1
     text = (tmp_path / "units.txt.f0").read_text().split("\n")[0].split("\t")[1].split()
     assert all(v == "0" or v.split(".")[1].isdigit() and len(v.split(".")[1]) == 1 for v in text)

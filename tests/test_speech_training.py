@@ -148,7 +148,7 @@ def test_mapped_contour_takes_the_targets_statistics_and_keeps_voicing():
 
 def test_fit_contour_crops_pads_and_refuses_other_lengths():
     f0, voiced = np.full(43, 100.0, np.float32), np.ones(43, bool)
-    a, b = fit_contour((f0, voiced), 40, 48, torch.device("cpu"))
+    a, b = fit_contour((f0, voiced), 40, 48, torch.device("cpu"), 4)
     assert a.shape == b.shape == (48,) and a[:40].eq(100).all() and not a[40:].any() and not b[40:].any()
-    with pytest.raises(ValueError, match="expected 30 to 38 frames"):
-        fit_contour((f0, voiced), 30, 48, torch.device("cpu"))
+    with pytest.raises(ValueError, match="expected 36 to 40 frames"):
+        fit_contour((f0, voiced), 36, 48, torch.device("cpu"), 4)

@@ -169,8 +169,8 @@ def test_an_old_sidecar_without_f0_still_reads_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("f0_text,message", [
     ("a\t100 0 0 0 0\nb\t0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-     r"u\.txt\.f0:2: utterance 'b': F0 contour of 13 frames does not fit its units: expected 2 to 10 frames"),
-    ("a\t100 0 0\nb\t0 0 0\n", r"u\.txt\.f0:1: utterance 'a': F0 contour of 3 frames .* expected 4 to 12"),
+     r"u\.txt\.f0:2: utterance 'b': F0 contour of 13 frames does not fit its units: expected 2 to 4 frames"),
+    ("a\t100 0 0\nb\t0 0 0\n", r"u\.txt\.f0:1: utterance 'a': F0 contour of 3 frames .* expected 4 to 6"),
     ("a\t100 0 0 0 0\nb\t0 x 0\n", r"u\.txt\.f0:2: F0 values must be numbers"),
     ("a\t100 0 0 0 0\nb\t0 -1 0\n", r"u\.txt\.f0:2: F0 of utterance 'b' must be finite and >= 0"),
     ("a\t100 0 0 0 0\nb\t0 0 0\nc\t0 0\n", r"u\.txt\.f0:3: utterance 'c' has no units"),
