@@ -167,7 +167,8 @@ def evaluate_checkpoint(model: VQVAE, checkpoint: str, set_: EvalSet, out: Path,
     jobs = resynthesis_jobs(
         model, {u.id: (self_wavs[u.id], u.speaker) for u in self_utts if u.id in self_wavs},
         {u: (totals.wavs[u], totals.utterances[u].speaker) for u in list(totals.codes)[: opts.n_convert]}, known, opts)
-    whole = [u.id for u in self_utts if opts.max_seconds is None or u.duration <= opts.max_seconds]
+    decoded = self_utts + [totals.utterances[u] for u in list(totals.codes)[: opts.n_convert]]
+    whole = [u.id for u in decoded if opts.max_seconds is None or u.duration <= opts.max_seconds]
     transcripts = {u: set_.transcripts[u] for u in whole if u in set_.transcripts}  # WER: uncropped audio only
     m["resynthesis"], panels = resynthesis_quality(model, jobs, probe, opts, transcripts)
     m["figures"] = write_figures(model, out, totals, m["codebook"]["perplexity"], cooccurrence, panels)
