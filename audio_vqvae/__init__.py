@@ -4,6 +4,6 @@ The public entry points: `from audio_vqvae import VQVAE, extract_units`.
 """
 from .extract import extract_units
 from .model import VQVAE
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["VQVAE", "__version__", "extract_units"]

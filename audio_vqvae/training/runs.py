@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .. import __version__
 from ..io import atomic_write
+from ..version import __version__
 
 RESUME_MODES = ("never", "auto", "always")
 RESUME_ALIASES = {"false": "never", "true": "always"}  # the booleans of earlier versions
