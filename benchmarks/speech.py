@@ -76,7 +76,7 @@ def main() -> None:
             target = targets.get(key)
             print(f"{key:42s} {value:12.1f} {'' if target is None else f'>= {target}':>8s}")
     r["targets"] = targets
-    write_results(r, args.out or HERE / "results" / f"speech-{cpu_slug()}-{r['machine']['date'][:10]}.json")
+    write_results(r, args.out or HERE / "results" / f"speech-{cpu_slug(r['machine']['cpu'])}-{r['machine']['cores']}c-{r['machine']['date'][:10]}.json")
 
 
 if __name__ == "__main__":
