@@ -24,7 +24,7 @@ from ..checkpoint import save_checkpoint
 from ..data import load_corpus, split_corpus
 from ..extract import write_units
 from ..model import VQVAE
-from ..training.base import Preemption, Solver, TrainerConfig, seed_everything, start_run
+from ..training.base import Solver, TrainerConfig, seed_everything, start_run
 from ..training.distributed import Distributed
 from ..training.runs import write_run_files
 from ..unitfile import UnitsSidecar, sidecar_path, write_speaker_map
@@ -146,41 +146,19 @@ class PriorTrainer(Solver):
         if len(self.val_set) == 0:
             return
         metrics = evaluate_prior(self.model, self.val_set, self.tcfg.batch_size)
-        self.state.history.append({"step": self.state.step, **metrics})
         log.info("step %d validation: %.4f nats/unit  %.4f bits/unit  perplexity %.2f", self.state.step,
                  metrics["nll_per_unit"], metrics["bits_per_unit"], metrics["perplexity"])
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"val/{k}", v, self.state.step)
-        if self.state.step > 0 and metrics["nll_per_unit"] < self.state.best_nll:
-            self.state.best_nll = metrics["nll_per_unit"]
-            self.save("best.pt", rng, metrics)
+        self.record_validation(metrics, rng, "nll_per_unit", "best_nll")
 
     def fit(self) -> UnitPrior:
         """Train to trainer.max_steps or until SIGTERM (last.pt written); returns the model."""
-        from tqdm import tqdm
-
-        t, state = self.tcfg, self.state
-        if state.step >= t.max_steps:
-            return self.model
-        if state.step == 0 and self.ddp.is_main:
-            self.run_validation(rng=[])
-        bar = tqdm(total=t.max_steps, initial=state.step, disable=not self.ddp.is_main, dynamic_ncols=True,
-                   desc="prior")
         self.model.train()
-        with Preemption() as preemption:
-            while state.step < t.max_steps:
-                loss = self.train_step()
-                if loss is not None:
-                    bar.update(1)
-                    if state.step % t.log_every == 0 and self.writer is not None:
-                        self.writer.add_scalar("train/nll_per_unit", loss, state.step)
-                        self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
-                        bar.set_postfix(nll=f"{loss:.3f}")
-                if self.after_step(preemption, stepped=loss is not None):
-                    break
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
+
+        def step() -> dict[str, float] | None:
+            loss = self.train_step()
+            return None if loss is None else {"nll_per_unit": loss}
+
+        self.train_loop("prior", step)
         return self.model
 
 

@@ -342,6 +342,45 @@ class Solver(ABC):
             raise RuntimeError(f"{state.nonfinite_consecutive} non-finite losses in a row at step {state.step} "
                                f"(trainer.max_nonfinite={limit}); lower trainer.lr or check the data")
 
+    def record_validation(self, metrics: dict[str, float], rng: list[dict[str, Any]], key: str, best: str) -> None:
+        """Rank 0 after a validation: the metrics into the history and TensorBoard (val/...), and best.pt when
+        metrics[key] is below the state's `best` field (lower is better; never at step 0)."""
+        state = self.state
+        state.history.append({"step": state.step, **metrics})
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, state.step)
+        if state.step > 0 and metrics[key] < getattr(state, best):
+            setattr(state, best, metrics[key])
+            self.save("best.pt", rng, metrics)
+
+    def train_loop(self, desc: str, step: Callable[[], dict[str, float] | None]) -> None:
+        """The loop of a trainer whose batches are a function of the step: a validation before the first step,
+        then `step()` (its scalars, or None when skipped) to trainer.max_steps with a progress bar, the scalars and
+        the learning rate in TensorBoard every log_every steps, and `after_step` after each (SIGTERM stops)."""
+        from tqdm import tqdm
+
+        t, state = self.tcfg, self.state
+        if state.step >= t.max_steps:
+            return
+        if state.step == 0 and self.ddp.is_main:
+            self.run_validation(rng=[])
+        bar = tqdm(total=t.max_steps, initial=state.step, disable=not self.ddp.is_main, dynamic_ncols=True, desc=desc)
+        with Preemption() as preemption:
+            while state.step < t.max_steps:
+                scalars = step()
+                if scalars is not None:
+                    bar.update(1)
+                    if state.step % t.log_every == 0 and self.writer is not None:
+                        for k, v in scalars.items():
+                            self.writer.add_scalar(f"train/{k}", v, state.step)
+                        self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in list(scalars.items())[:2]})
+                if self.after_step(preemption, stepped=scalars is not None):
+                    break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
     def after_step(self, preemption: Preemption, stepped: bool) -> bool:
         """What follows a training step, in this order: on SIGTERM (any rank) last.pt is written at once and True
         returned (stop; a due validation is left out, it would delay the save past the grace period before SIGKILL);

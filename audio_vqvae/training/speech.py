@@ -29,7 +29,7 @@ from ..f0 import speaker_stats
 from ..io import atomic_write
 from ..model import VQVAE
 from ..source_filter import STFT_RESOLUTIONS, SpeechOutput, f0_predictor_loss, stft_loss
-from .base import Preemption, Solver, TrainerConfig, seed_everything, start_run
+from .base import Solver, TrainerConfig, seed_everything, start_run
 from .runs import write_run_files
 
 log = logging.getLogger(__name__)
@@ -242,41 +242,13 @@ class SpeechTrainer(Solver):
         if len(self.val_set) == 0:
             return
         metrics = self.validate()
-        self.state.history.append({"step": self.state.step, **metrics})
         log.info("step %d validation: stft %.4f  f0 %.4f", self.state.step, metrics["stft"], metrics["f0_total"])
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"val/{k}", v, self.state.step)
-        if self.state.step > 0 and metrics["stft"] < self.state.best_stft:
-            self.state.best_stft = metrics["stft"]
-            self.save("best.pt", rng, metrics)
+        self.record_validation(metrics, rng, "stft", "best_stft")
 
     def fit(self) -> VQVAE:
         """Train to trainer.max_steps or until SIGTERM (last.pt written); returns the model."""
-        from tqdm import tqdm
-
-        t, state = self.tcfg, self.state
-        if state.step >= t.max_steps:
-            return self.model
-        if state.step == 0 and self.ddp.is_main:
-            self.run_validation(rng=[])
-        bar = tqdm(total=t.max_steps, initial=state.step, disable=not self.ddp.is_main, dynamic_ncols=True,
-                   desc="speech")
         self.model.speech.train()
-        with Preemption() as preemption:
-            while state.step < t.max_steps:
-                parts = self.train_step()
-                if parts is not None:
-                    bar.update(1)
-                    if state.step % t.log_every == 0 and self.writer is not None:
-                        for k, v in parts.items():
-                            self.writer.add_scalar(f"train/{k}", v, state.step)
-                        self.writer.add_scalar("train/lr", self.opt.scheduler.get_last_lr()[0], state.step)
-                        bar.set_postfix(stft=f"{parts['stft']:.3f}", f0=f"{parts['f0_total']:.3f}")
-                if self.after_step(preemption, stepped=parts is not None):
-                    break
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        self.train_loop("speech", self.train_step)
         return self.model
 
 
