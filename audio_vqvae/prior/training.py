@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..checkpoint import save_checkpoint
 from ..data import load_corpus, split_corpus
 from ..extract import write_units
 from ..model import VQVAE
-from ..training.base import Solver, TrainerConfig, seed_everything, start_run
+from ..training.base import RunState, Solver, TrainerConfig, seed_everything, start_run
 from ..training.distributed import Distributed
 from ..training.runs import write_run_files
 from ..unitfile import UnitsSidecar, sidecar_path, write_speaker_map
@@ -35,15 +35,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PriorState:
-    """What resume restores besides the model/optimizer/scheduler/scaler state dicts."""
+class PriorState(RunState):
+    """What resume restores besides the base's `RunState`."""
 
-    step: int = 0
     best_nll: float = float("inf")
-    nonfinite_total: int = 0
-    nonfinite_consecutive: int = 0
-    finished: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def nll_metrics(total_nll: float, n_units: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,18 @@ from .distributed import Distributed
 from .runs import keep_step_checkpoints, resume_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What every trainer's resume restores besides the model/optimizer/scheduler/scaler state dicts; a trainer's
+    state derives from it and adds its own fields (its best validation value, a sampler position)."""
+
+    step: int = 0
+    nonfinite_total: int = 0
+    nonfinite_consecutive: int = 0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +29,17 @@ from ..f0 import speaker_stats
 from ..io import atomic_write
 from ..model import VQVAE
 from ..source_filter import STFT_RESOLUTIONS, SpeechOutput, f0_predictor_loss, stft_loss
-from .base import Solver, TrainerConfig, seed_everything, start_run
+from .base import RunState, Solver, TrainerConfig, seed_everything, start_run
 from .runs import write_run_files
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SpeechState:
-    """What resume restores besides the model/optimizer/scheduler/scaler state dicts."""
+class SpeechState(RunState):
+    """What resume restores besides the base's `RunState`."""
 
-    step: int = 0
     best_stft: float = float("inf")
-    nonfinite_total: int = 0
-    nonfinite_consecutive: int = 0
-    finished: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass

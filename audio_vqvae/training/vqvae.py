@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..data import (
 from ..io import write_skip_report
 from ..metrics import ELBOAccumulator
 from ..model import VQVAE, VQVAEOutput, sample_teacher_forced
-from .base import Preemption, SkipSampler, Solver, TrainerConfig, seed_everything, start_run
+from .base import Preemption, RunState, SkipSampler, Solver, TrainerConfig, seed_everything, start_run
 from .distributed import Distributed
 from .runs import run_identity, write_run_files
 
@@ -41,17 +41,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainState:
-    """What resume restores besides the model/optimizer/scheduler/scaler state dicts."""
+class TrainState(RunState):
+    """What resume restores besides the base's `RunState`."""
 
-    step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     best_bits_per_sample: float = float("inf")
-    nonfinite_total: int = 0
-    nonfinite_consecutive: int = 0
-    finished: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def curves_text(curves: dict[str, float]) -> str:
