@@ -1,5 +1,5 @@
-"""Run under torchrun by `helpers.torchrun`: `ddp_worker.py OUT CONFIG overrides...` trains config `train` (the VQ-VAE)
-or `prior` (the unit prior) and saves this rank's final weights as OUT/rank<r>.pt.
+"""Run under torchrun by `helpers.torchrun`: `ddp_worker.py OUT CONFIG overrides...` trains config `train` (the VQ-VAE),
+`prior` (the unit prior) or `speech_train` (the speech path) and saves this rank's final weights as OUT/rank<r>.pt.
 
 With NAN_ON_RANK=r, rank r's third training loss is NaN (only that rank sees a non-finite loss). A NaN input sample
 would not do: the decoder's mu-law classes of NaN are out of range (an IndexError before any loss).
@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from audio_vqvae.config import CONFIG_DIR
 from audio_vqvae.model import VQVAE
 from audio_vqvae.prior.training import train_prior
+from audio_vqvae.training.speech import train_speech
 from audio_vqvae.training.vqvae import train
 
 
@@ -39,7 +40,7 @@ if __name__ == "__main__":
     out, config = Path(sys.argv[1]), sys.argv[2]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config, overrides=sys.argv[3:])
-    model = {"train": train, "prior": train_prior}[config](cfg)
+    model = {"train": train, "prior": train_prior, "speech_train": train_speech}[config](cfg)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / f"rank{dist.get_rank()}.pt")
     dist.destroy_process_group()

@@ -178,7 +178,8 @@ def torchrun_script(script: str, args: list[str], env: dict[str, str] | None = N
 
 
 def torchrun(out: Path, config: str, overrides: list[str], env: dict[str, str] | None = None) -> list[dict]:
-    """Train config `train` or `prior` with 2 gloo processes (tests/ddp_worker.py); each rank's final state dict."""
+    """Train config `train`, `prior` or `speech_train` with 2 gloo processes (tests/ddp_worker.py); each rank's final
+    state dict."""
     proc = torchrun_script("ddp_worker.py", [str(out), config, *overrides], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]

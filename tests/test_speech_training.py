@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import make_checkpoint, tiny_model_config
+from helpers import make_checkpoint, tiny_model_config, torchrun
 from hydra import compose, initialize_config_dir
 
 from audio_vqvae.checkpoint import load_checkpoint, save_checkpoint
@@ -152,3 +152,17 @@ def test_fit_contour_crops_pads_and_refuses_other_lengths():
     assert a.shape == b.shape == (48,) and a[:40].eq(100).all() and not a[40:].any() and not b[40:].any()
     with pytest.raises(ValueError, match="expected 36 to 40 frames"):
         fit_contour((f0, voiced), 36, 48, torch.device("cpu"), 4)
+
+
+def test_torchrun_two_processes_train_one_speech_path(tmp_path):
+    """DDP with 2 gloo ranks over the speech path only: both end with the same weights, the frozen VQ-VAE untouched;
+    rank 0 writes the features and the checkpoints."""
+    ckpt = vqvae(tmp_path)
+    a, b = torchrun(tmp_path / "ranks", "speech_train", [
+        f"vqvae={ckpt}", f"run_dir={tmp_path / 'run'}", "device=cpu", "speech=tiny", "segment_frames=160",
+        "trainer.batch_size=2", "trainer.max_steps=3", "trainer.val_every=3", "trainer.ckpt_every=3"])
+    assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+    frozen = VQVAE.from_checkpoint(ckpt).state_dict()
+    assert all(torch.equal(a[k], v) for k, v in frozen.items())
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert saved["step"] == 3 and saved["resume"]["identity"]["world_size"] == 2

@@ -5,8 +5,8 @@ The corpus and its split are the VQ-VAE checkpoint's own (its data config and se
 where the files are), so the speech path never trains on the utterances the VQ-VAE validated or was tested on.
 Before the first step, rank 0 writes the features of the training and validation utterances into
 <run_dir>/features/ (whole-utterance units, as `audio-vqvae-units` gives them; F0 and voicing from the model's
-tracker; the file gain), and the per-speaker log-F0 statistics go into the model. Batches are a function of
-(seed, rank, step): random crops of `segment_frames` units read lazily from the files, with their units and F0.
+tracker; the whole-file peak), and the per-speaker log-F0 statistics go into the model. Batches are a function of
+(seed, rank, step, skips so far): random crops of `segment_frames` units read lazily from the files, with their units and F0.
 The loss is the multi-resolution STFT loss of the decoded crop plus `f0_loss_weight` times the F0 predictor's loss.
 Checkpoints hold the whole VQ-VAE with `model.speech` in its config, so every app loads them as any checkpoint.
 """
@@ -44,8 +44,8 @@ class SpeechState(RunState):
 
 @dataclass
 class SpeechFeatures:
-    """Per utterance of one split: where its audio is (path, whole-file peak), its speaker index, whole-utterance units and F0
-    track. Audio is read lazily, crop by crop, so memory grows with the (small) features only."""
+    """Per utterance of one split: where its audio is (path, whole-file peak), its speaker index, whole-utterance
+    units and F0 track. Audio is read lazily, crop by crop, so memory grows with the (small) features only."""
 
     ids: list[str]
     paths: list[str]
@@ -59,18 +59,24 @@ class SpeechFeatures:
         return len(self.ids)
 
     def save(self, path: Path) -> None:
-        """Written atomically as one .npz (object arrays of the per-utterance sequences)."""
-        arrays = {k: np.array(getattr(self, k), dtype=object) for k in ("codes", "f0", "voiced")}
+        """Written atomically as one .npz of plain arrays: each sequence kind concatenated, with its lengths."""
+        seqs = {k: getattr(self, k) for k in ("codes", "f0", "voiced")}
         with atomic_write(path, "wb") as f:
             np.savez(f, ids=np.array(self.ids), paths=np.array(self.paths), peaks=np.array(self.peaks),
-                     speakers=np.array(self.speakers), **arrays)
+                     speakers=np.array(self.speakers),
+                     **{k: np.concatenate(v) if v else np.zeros(0) for k, v in seqs.items()},
+                     **{f"{k}_lengths": np.array([len(x) for x in v], dtype=np.int64) for k, v in seqs.items()})
 
     @classmethod
     def load(cls, path: Path) -> SpeechFeatures:
-        """Read what `save` wrote (the run's own file: object arrays need pickle)."""
-        z = np.load(path, allow_pickle=True)
+        """Read what `save` wrote (no pickle)."""
+        z = np.load(path)
+
+        def split(k: str) -> list[np.ndarray]:
+            return np.split(z[k], np.cumsum(z[f"{k}_lengths"])[:-1]) if len(z[f"{k}_lengths"]) else []
+
         return cls(z["ids"].tolist(), z["paths"].tolist(), z["peaks"].tolist(), z["speakers"].tolist(),
-                   list(z["codes"]), list(z["f0"]), list(z["voiced"]))
+                   split("codes"), split("f0"), split("voiced"))
 
 
 def compute_features(model: VQVAE, utterances: list[Utterance], batch_size: int) -> SpeechFeatures:
