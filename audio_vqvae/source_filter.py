@@ -413,17 +413,24 @@ class SpeechDecoder(nn.Module):
         voiced = logit > 0
         return denormalise(f0_norm, voiced, *self._stats(speaker)), voiced
 
+    def _decode(self, z_q: Tensor, speaker: Tensor, f0_hz: Tensor, voiced: Tensor, lengths: Tensor | None,
+                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(waveform [B, 1, T_f * f0_hop], the normalised log-F0 [B, T_f] it was given): F0 is 0 and unvoiced
+        wherever either says so."""
+        voiced = voiced.bool() & (f0_hz > 0)
+        f0_hz = torch.where(voiced, f0_hz, torch.zeros_like(f0_hz))
+        f0_norm = self.normalised(f0_hz, voiced, speaker)
+        wav = self.decoder.synthesise(z_q, f0_hz, voiced, f0_norm, self.speaker_embedding(speaker), lengths, generator)
+        return wav, f0_norm
+
     def synthesise(self, z_q: Tensor, speaker: Tensor, f0_hz: Tensor, voiced: Tensor, lengths: Tensor | None = None,
                    generator: torch.Generator | None = None) -> Tensor:
         """Units z_q [B, D, T_z], speakers [B], F0 (Hz) and voicing [B, T_f] -> waveform [B, 1, T_f * f0_hop]."""
-        voiced = voiced.bool() & (f0_hz > 0)
-        f0_hz = torch.where(voiced, f0_hz, torch.zeros_like(f0_hz))
-        return self.decoder.synthesise(z_q, f0_hz, voiced, self.normalised(f0_hz, voiced, speaker),
-                                       self.speaker_embedding(speaker), lengths, generator)
+        return self._decode(z_q, speaker, f0_hz, voiced, lengths, generator)[0]
 
     def forward(self, z_q: Tensor, speaker: Tensor, f0_hz: Tensor, voiced: Tensor, lengths: Tensor | None = None,
                 generator: torch.Generator | None = None) -> SpeechOutput:
         """The training pass: the decoded waveform given the true contour, and the F0 predictor's guess of it."""
         logit, f0_norm_pred = self.f0_predictor(z_q, self.speaker_embedding(speaker), f0_hz.shape[-1], lengths)
-        return SpeechOutput(self.synthesise(z_q, speaker, f0_hz, voiced, lengths, generator), logit, f0_norm_pred,
-                            self.normalised(f0_hz, voiced.bool() & (f0_hz > 0), speaker))
+        wav, f0_norm = self._decode(z_q, speaker, f0_hz, voiced, lengths, generator)
+        return SpeechOutput(wav, logit, f0_norm_pred, f0_norm)
