@@ -38,19 +38,34 @@ def frame_rms_norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + eps)
 
 
+def window_mean(x: torch.Tensor, valid: torch.Tensor, half: int) -> torch.Tensor:
+    """x [B, C, T], valid [B, 1, T] (1 = a frame of the item) -> each frame's mean of x over the valid frames within
+    `half` frames on either side: the same for an item alone and in a zero-padded batch."""
+    def total(v: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool1d(v, 2 * half + 1, stride=1, padding=half, count_include_pad=True)
+    return total(x * valid) / total(valid).clamp_min(1.0 / (2 * half + 1))
+
+
 class LogMel(nn.Module):
-    """waveform [B, 1, T] -> log-mel frames [B, n_mels, T // hop], each frame minus its mean over the mel bands.
+    """waveform [B, 1, T] -> log-mel frames [B, n_mels, T // hop] that do not depend on the input level.
 
     A fixed strided convolution computes the Hann-windowed DFT (kernel n_fft, stride hop, padded as the learned
-    layers are), then power, a mel filterbank (torchaudio's) and a log whose floor is relative to the frame's mean
-    band energy. Scaling the input by g adds 2 ln g to every band of a frame, which the mean removes: the output
-    does not depend on the input level at all, so no layer after it needs to be bias-free.
+    layers are), then power and a mel filterbank (torchaudio's). Without `cmn_seconds`, the log's floor is relative to
+    the frame's mean band energy and each frame is minus its mean over the bands. With `cmn_seconds` (cepstral mean
+    normalisation, as MFCC pipelines do per utterance), the floor is relative to the mean band energy within
+    cmn_seconds around the frame and each band is minus its own mean over those frames: a fixed channel or vocal-tract
+    tilt (a gain per band) cancels, silence stays below the speech around it, and the means are local, so the frames
+    of a long file do not depend on how it is chunked. Scaling the input by g adds 2 ln g to every log energy, which
+    either mean removes.
     """
 
-    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, floor: float = 1e-5) -> None:
+    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, floor: float = 1e-5,
+                 cmn_seconds: float | None = None) -> None:
         super().__init__()
         if n_fft < hop or (n_fft - hop) % 2:
             raise ValueError(f"model.encoder.frontend: n_fft ({n_fft}) must be >= hop ({hop}), by an even number")
+        if cmn_seconds is not None and cmn_seconds <= 0:
+            raise ValueError(f"model.encoder.frontend.cmn_seconds: {cmn_seconds} is not > 0 (null = off)")
         n_freq = n_fft // 2 + 1
         angle = 2 * math.pi * torch.arange(n_freq)[:, None] * torch.arange(n_fft)[None, :] / n_fft
         window = torch.hann_window(n_fft, periodic=True)
@@ -59,13 +74,28 @@ class LogMel(nn.Module):
         fbank = torchaudio.functional.melscale_fbanks(n_freq, 0.0, sample_rate / 2, n_mels, sample_rate)  # [F, M]
         self.register_buffer("fbank", fbank, persistent=False)
         self.hop, self.n_fft, self.n_mels, self.floor = hop, n_fft, n_mels, floor
+        self.cmn_half = None if cmn_seconds is None else max(1, round(cmn_seconds * sample_rate / hop / 2))
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B, 1, T] (lengths [B]: valid samples of a zero-padded batch) -> [B, n_mels, T // hop]."""
         spec = nn.functional.conv1d(wav, self.dft, stride=self.hop, padding=(self.n_fft - self.hop) // 2)
         real, imag = spec.chunk(2, dim=1)
         mel = torch.einsum("bft,fm->bmt", real.square() + imag.square(), self.fbank)
-        logmel = (mel + self.floor * mel.mean(1, keepdim=True) + torch.finfo(mel.dtype).tiny).log()
-        return logmel - logmel.mean(1, keepdim=True)
+        tiny = torch.finfo(mel.dtype).tiny
+        if self.cmn_half is None:
+            logmel = (mel + self.floor * mel.mean(1, keepdim=True) + tiny).log()
+            return logmel - logmel.mean(1, keepdim=True)
+        n = mel.shape[-1]
+        valid = mel.new_ones(mel.shape[0], 1, n) if lengths is None else \
+            _valid_mask(lengths // self.hop, n).unsqueeze(1).to(mel.dtype)
+        level = window_mean(mel.mean(1, keepdim=True), valid, self.cmn_half)
+        logmel = (mel + self.floor * level + tiny).log()
+        return logmel - window_mean(logmel, valid, self.cmn_half)
+
+    @property
+    def reach(self) -> int:
+        """Frames on each side that a frame's normalisation reads: the level's window, then the mean's."""
+        return 0 if self.cmn_half is None else 2 * self.cmn_half
 
     @property
     def macs_per_frame(self) -> int:
@@ -99,9 +129,9 @@ def _activation(name: str) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """An optional log-mel front end (`frontend`: n_fft, hop, n_mels; needs sample_rate), a stack of strided
-    convolutions (each followed by the activation), optional residual dilated convolutions at the frame rate, and a
-    1x1 projection to the latent dim D."""
+    """An optional log-mel front end (`frontend`: n_fft, hop, n_mels, optionally floor and cmn_seconds; needs
+    sample_rate), a stack of strided convolutions (each followed by the activation), optional residual dilated
+    convolutions at the frame rate, and a 1x1 projection to the latent dim D."""
 
     def __init__(
         self,
@@ -114,7 +144,7 @@ class Encoder(nn.Module):
         residual_dilations: Sequence[int] = (),
         residual_kernel: int = 3,
         gain_invariant: bool = False,
-        frontend: dict[str, int] | None = None,
+        frontend: dict[str, float] | None = None,
         sample_rate: int | None = None,
     ) -> None:
         super().__init__()
@@ -162,7 +192,7 @@ class Encoder(nn.Module):
             return wav.new_zeros(wav.shape[0], self.latent_dim, 0)
         x = wav
         for block, stride in zip(self.blocks, self.strides):
-            x = block(x)
+            x = block(x, lengths) if isinstance(block, LogMel) else block(x)
             if lengths is not None:
                 lengths = lengths // stride
                 x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
@@ -184,7 +214,8 @@ class Encoder(nn.Module):
         for k, s in zip(self.kernel_sizes, self.strides):
             rf += (k - 1) * jump
             jump *= s
-        return rf + 2 * self.residual_reach * jump
+        mel = 2 * self.frontend.reach * self.frontend.hop if self.frontend is not None else 0
+        return rf + mel + 2 * self.residual_reach * jump
 
     def macs_per_second(self, sample_rate: int) -> float:
         """Multiply-adds per second of audio (convolutions and projection; biases and activations ignored)."""

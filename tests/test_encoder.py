@@ -4,7 +4,7 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
-from audio_vqvae.encoder import Encoder, num_frames
+from audio_vqvae.encoder import Encoder, LogMel, num_frames
 
 PAPER = OmegaConf.load("audio_vqvae/configs/model/paper.yaml").encoder
 SMALL = OmegaConf.load("audio_vqvae/configs/model/small.yaml").encoder
@@ -119,10 +119,12 @@ def test_gain_invariance_needs_a_positively_homogeneous_encoder():
 
 
 MEL = {"n_fft": 16, "hop": 8, "n_mels": 6}  # a small log-mel front end at 1 kHz: hop 8 x 2 = 16
+CMN = {**MEL, "cmn_seconds": 0.04, "floor": 1.0}  # mean normalisation over 5 frames (half-width 2); a floor
+# high enough that its dependence on the level around the frame shows in the receptive field
 
 
-def with_mel(**kw) -> Encoder:
-    return tiny(frontend=MEL, sample_rate=1000, channels=[4], kernel_sizes=[4], strides=[2], **kw)
+def with_mel(frontend: dict = MEL, **kw) -> Encoder:
+    return tiny(frontend=frontend, sample_rate=1000, channels=[4], kernel_sizes=[4], strides=[2], **kw)
 
 
 def test_log_mel_front_end_is_torchaudio_s_mel_spectrogram_minus_each_frame_s_mean():
@@ -134,25 +136,42 @@ def test_log_mel_front_end_is_torchaudio_s_mel_spectrogram_minus_each_frame_s_me
     torch.testing.assert_close(enc.frontend(x), ref - ref.mean(1, keepdim=True), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n_samples", [15, 16, 17, 203])
-def test_log_mel_encoder_keeps_the_frame_contract_and_ignores_the_input_level(n_samples):
+def test_cepstral_mean_normalisation_is_the_log_mel_minus_each_band_s_mean_over_its_window():
     torch.manual_seed(0)
-    enc, x = with_mel(residual_dilations=[1]), torch.randn(2, 1, n_samples) * 0.1
+    x = torch.randn(1, 1, 203)
+    ref = torchaudio.transforms.MelSpectrogram(1000, n_fft=16, hop_length=8, n_mels=6, center=False, power=2.0)(
+        torch.nn.functional.pad(x, (4, 4)))[0]
+    ref = (ref + torch.finfo(ref.dtype).tiny).log()  # a fixed gain per band (channel, vocal-tract tilt) adds a constant
+    whole = LogMel(1000, 16, 8, 6, floor=0.0, cmn_seconds=10.0)  # one window holds every frame: per-utterance CMN
+    torch.testing.assert_close(whole(x), ref - ref.mean(-1, keepdim=True), rtol=1e-4, atol=1e-4)
+    local = LogMel(1000, 16, 8, 6, floor=0.0, cmn_seconds=0.04)  # 5 frames; the first frame has 3 (2 after it)
+    torch.testing.assert_close(local(x)[..., 0], ref[..., 0] - ref[..., :3].mean(-1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(local(x)[..., 10], ref[..., 10] - ref[..., 8:13].mean(-1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="cmn_seconds"):
+        LogMel(1000, 16, 8, 6, cmn_seconds=0.0)
+
+
+@pytest.mark.parametrize("frontend", [MEL, CMN], ids=["frame-mean", "cmn"])
+@pytest.mark.parametrize("n_samples", [15, 16, 17, 203])
+def test_log_mel_encoder_keeps_the_frame_contract_and_ignores_the_input_level(n_samples, frontend):
+    torch.manual_seed(0)
+    enc, x = with_mel(frontend, residual_dilations=[1]), torch.randn(2, 1, n_samples) * 0.1
     assert enc.hop == 16 and enc(x).shape == (2, 3, n_samples // 16)
     for gain in (1e-3, 0.5, 10 ** (6 / 20), 30.0):
         torch.testing.assert_close(enc(x * gain), enc(x), rtol=1e-4, atol=1e-5)
 
 
-def test_log_mel_encoder_batches_exactly_and_its_receptive_field_matches_perturbation():
+@pytest.mark.parametrize("frontend", [MEL, CMN], ids=["frame-mean", "cmn"])
+def test_log_mel_encoder_batches_exactly_and_its_receptive_field_matches_perturbation(frontend):
     torch.manual_seed(0)
-    enc, x = with_mel(activation="elu", residual_dilations=[1, 2]).eval(), torch.randn(2, 1, 400)
+    enc, x = with_mel(frontend, activation="elu", residual_dilations=[1, 2]).eval(), torch.randn(2, 1, 400)
     lengths = torch.tensor([400, 150])
     batch = x * (torch.arange(400) < lengths[:, None, None])
     torch.testing.assert_close(enc(batch, lengths)[1, :, : 150 // 16], enc(x[1:, :, :150])[0], rtol=0, atol=1e-5)
     frame = 200 // enc.hop
-    touched = [t for t in range(400) if not torch.allclose(enc(x[:1] + (torch.arange(400) == t))[..., frame],
-                                                            enc(x[:1])[..., frame])]
-    assert enc.receptive_field == 16 + 3 * 8 + 2 * 3 * 16
+    touched = [t for t in range(400) if not torch.equal(enc(x[:1] + 100.0 * (torch.arange(400) == t))[..., frame],
+                                                         enc(x[:1])[..., frame])]
+    assert enc.receptive_field == 16 + 3 * 8 + 2 * 3 * 16 + (2 * 4 * 8 if frontend is CMN else 0)
     assert touched[-1] - touched[0] + 1 == enc.receptive_field - 1  # the periodic Hann window's first tap is 0
     with pytest.raises(ValueError, match="model.encoder.frontend"):
         tiny(frontend={"n_fft": 15, "hop": 8, "n_mels": 6}, sample_rate=1000)
