@@ -9,6 +9,8 @@ perturbation leaves alone (the phones) and can drop what it changes (the vocal t
   the pitch median by another, duration unchanged; per item on the CPU.
 - `random_equalise`: a random smooth gain curve over frequency in the STFT domain (the channel / voice-quality
   tilt), per item.
+- `random_clip`: hard clipping below the item's peak (a recording made too hot), per item: not speaker-changing, but
+  a log-spectral front end sees the distortion in its weak bands, which this teaches the encoder to ignore.
 """
 from __future__ import annotations
 
@@ -92,14 +94,25 @@ def random_equalise(wav: torch.Tensor, max_db: float, knots: int) -> torch.Tenso
     return torch.istft(spec * gain.transpose(1, 2), N_FFT, HOP, window=window, length=T)[:, None]
 
 
+def random_clip(wav: torch.Tensor, bounds: Sequence[float]) -> torch.Tensor:
+    """wav [B, 1, T] -> [B, 1, T] hard-clipped at each item's peak times 10^(-d / 20), d drawn per item uniformly in
+    bounds = (lo, hi) dB (what a +d dB gain into a full-scale converter does to a peak-normalised file, up to level)."""
+    lo, hi = bounds
+    d = lo + (hi - lo) * torch.rand(wav.shape[0], 1, 1, device=wav.device)
+    limit = wav.abs().amax(-1, keepdim=True) * 10 ** (-d / 20)
+    return torch.maximum(torch.minimum(wav, limit), -limit)
+
+
 def perturb_on(cfg: Mapping[str, Any] | None) -> bool:
-    """Whether a `model.perturb` node changes anything (a formant range or equalise_db > 0)."""
-    return cfg is not None and (cfg.get("formant") is not None or float(cfg.get("equalise_db") or 0.0) > 0)
+    """Whether a `model.perturb` node changes anything (a formant range, equalise_db > 0 or a clip_db range)."""
+    return cfg is not None and (cfg.get("formant") is not None or float(cfg.get("equalise_db") or 0.0) > 0
+                                or cfg.get("clip_db") is not None)
 
 
 def perturb_view(wav: torch.Tensor, cfg: Mapping[str, Any], sample_rate: int) -> torch.Tensor:
     """The encoder's training view per a `model.perturb` node: the spectrum shift (`formant` bounds, null = off, by
-    `shift_method`; `pitch` bounds for parselmouth), then the random equaliser (`equalise_db` > 0). wav [B, 1, T]."""
+    `shift_method`; `pitch` bounds for parselmouth), the random equaliser (`equalise_db` > 0), then the clipping
+    (`clip_db` bounds, null = off). wav [B, 1, T]."""
     if cfg.get("formant") is not None:
         method = cfg.get("shift_method", "torch")
         if method not in SHIFT_METHODS:
@@ -110,4 +123,6 @@ def perturb_view(wav: torch.Tensor, cfg: Mapping[str, Any], sample_rate: int) ->
             wav = change_gender(wav, sample_rate, cfg["formant"], cfg.get("pitch") or (1.0, 1.0))
     if float(cfg.get("equalise_db") or 0.0) > 0:
         wav = random_equalise(wav, float(cfg["equalise_db"]), int(cfg.get("equalise_knots", 8)))
+    if cfg.get("clip_db") is not None:
+        wav = random_clip(wav, cfg["clip_db"])
     return wav

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from audio_vqvae.perturb import change_gender, perturb_on, perturb_view, random_equalise, shift_spectrum_one
+from audio_vqvae.perturb import (change_gender, perturb_on, perturb_view, random_clip, random_equalise,
+                                 shift_spectrum_one)
 
 SR = 16000
 
@@ -70,9 +71,27 @@ def test_praat_change_gender_keeps_length_and_timing_and_moves_the_pitch():
     assert np.median(f0[f0 > 0]) == pytest.approx(1.3 * 120, rel=0.05)
 
 
+def test_random_clip_limits_each_item_below_its_own_peak_and_keeps_the_rest():
+    x = torch.cat([syllables(seed=0), 0.5 * syllables(seed=1)])[None, None].repeat(3, 1, 1)
+    x[1] *= 0.2  # another peak: the limit is relative to each item's
+    torch.manual_seed(0)
+    y = random_clip(x, (6.0, 6.0))
+    assert y.shape == x.shape
+    for xi, yi in zip(x, y):
+        limit = float(xi.abs().max()) * 10 ** (-6 / 20)
+        assert abs(float(yi.abs().max()) - limit) < 1e-6
+        kept = xi.abs() <= limit
+        assert torch.equal(yi[kept], xi[kept]) and torch.all(yi[~kept].abs() == yi.abs().max())
+    torch.testing.assert_close(random_clip(x, (0.0, 0.0)), x)
+    limits = random_clip(x, (0.0, 12.0)).abs().amax(-1)[:, 0] / x.abs().amax(-1)[:, 0]
+    assert limits.unique().numel() == 3 and torch.all((limits <= 1.0) & (limits >= 10 ** (-12 / 20) - 1e-6))
+
+
 def test_perturb_view_follows_its_config_and_rejects_unknown_methods():
     x = syllables()[None, None].repeat(2, 1, 1)
     assert not perturb_on({"formant": None, "equalise_db": 0.0}) and perturb_on({"equalise_db": 3})
+    assert perturb_on({"clip_db": [0, 9]}) and not perturb_on({"clip_db": None})
+    assert float(perturb_view(x, {"clip_db": [6, 6]}, SR).abs().max()) < float(x.abs().max()) * 0.51
     assert perturb_view(x, {"formant": [0.9, 1.1], "equalise_db": 3.0}, SR).shape == x.shape
     with pytest.raises(ValueError, match="shift_method"):
         perturb_view(x, {"formant": [0.9, 1.1], "shift_method": "sox"}, SR)
