@@ -34,6 +34,11 @@ def sources(model: VQVAE, seconds: float) -> list[tuple[str, np.ndarray]]:
                        int(seconds * model.sample_rate), model.hop)) for s in model.speakers if s in first]
 
 
+def fmt(x: float | None, spec: str) -> str:
+    """A table cell: the number in `spec`, or "-" where the measure has no frames."""
+    return "-" if x is None else format(x, spec)
+
+
 def measure(checkpoint: str, seconds: float, temperatures: list[float]) -> dict[str, Any]:
     """Pooled pitch agreement of the WaveNet's self-resyntheses per setting."""
     model = VQVAE.from_checkpoint(checkpoint)
@@ -65,7 +70,6 @@ def main() -> None:
     print(f"{'setting':10s} {'voiced recall':>14s} {'voicing agreement':>18s} {'GPE':>6s} {'median cents':>13s}")
     for key, v in r.items():
         if key.startswith("T="):
-            fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
             print(f"{key:10s} {fmt(v['voiced_recall'], '14.3f')} {fmt(v['voicing_agreement'], '18.3f')} "
                   f"{fmt(v['gpe'], '6.3f')} {fmt(v['median_cents'], '13.0f')}")
     write_results(r, args.out or HERE / "results" / f"wavenet_temperature-{cpu_slug(r['machine']['cpu'])}-"

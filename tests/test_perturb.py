@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from audio_vqvae.perturb import (change_gender, perturb_on, perturb_view, random_clip, random_equalise,
-                                 shift_spectrum_one)
+from audio_vqvae.perturb import (
+    change_gender,
+    perturb_on,
+    perturb_view,
+    random_clip,
+    random_equalise,
+    shift_spectrum_one,
+)
 
 SR = 16000
 
