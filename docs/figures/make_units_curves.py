@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
     for i, spec in enumerate(args.runs):
-        label, run = spec.split("=", 1)
+        label, run = spec.rsplit("=", 1)
         data = curves(Path(run))
         for ax, (tag, _) in zip(axes, PANELS):
             if tag in data:  # a run from before the unit curves has only the perplexity
