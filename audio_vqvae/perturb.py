@@ -100,7 +100,7 @@ def random_clip(wav: torch.Tensor, bounds: Sequence[float]) -> torch.Tensor:
     lo, hi = bounds
     d = lo + (hi - lo) * torch.rand(wav.shape[0], 1, 1, device=wav.device)
     limit = wav.abs().amax(-1, keepdim=True) * 10 ** (-d / 20)
-    return torch.maximum(torch.minimum(wav, limit), -limit)
+    return wav.clamp(-limit, limit)
 
 
 def perturb_on(cfg: Mapping[str, Any] | None) -> bool:
