@@ -13,6 +13,7 @@ angular distances. Both score the same features of the same utterances:
 - the baseline's CMVN'd MFCC + deltas themselves.
 
     pip install --no-deps zerospeech-libriabx2 && pip install pandas     # builds its Cython DTW (needs a compiler)
+    (audio-vqvae-eval --field-abx scores the units and the baselines the same way; this adds the continuous rows)
     python benchmarks/field_abx.py pretrained/demo-units --data engines_heldout
     python benchmarks/field_abx.py pretrained/demo-units --data demo_heldout --max-utterances 24   # smaller, faster
 
@@ -21,9 +22,6 @@ Prints a table; writes benchmarks/results/field-abx-<data>-<date>.json (atomical
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,51 +32,15 @@ import torch
 from measure import load_average, machine, write_results
 
 from audio_vqvae import metrics as M
-from audio_vqvae.alignments import SILENCE, Segment, build_vocab, frame_labels, load_alignments, matched_alignments
+from audio_vqvae.alignments import Segment, build_vocab, frame_labels, load_alignments, matched_alignments
 from audio_vqvae.data import evenly, load_wavs
 from audio_vqvae.evaluation.baselines import FRAME_RATE as BASELINE_RATE
 from audio_vqvae.evaluation.baselines import baseline_features, fit_baseline
+from audio_vqvae.evaluation.field_abx import field_abx, item_lines, one_hot
 from audio_vqvae.evaluation.sets import MAX_FIT_UTTERANCES, EvalOptions, corpus_set, data_config
 from audio_vqvae.model import VQVAE
 
 HERE = Path(__file__).resolve().parent
-
-
-def item_lines(alignments: Mapping[str, Sequence[Segment]], speakers: Mapping[str, str]) -> list[str]:
-    """ABX item file lines (header first) of every non-silent phone with a neighbour on both sides; a pause
-    neighbour is the context "SIL", as in the ZeroSpeech / libri-light item files."""
-    lines = ["#file onset offset #phone prev-phone next-phone speaker"]
-    for utt in sorted(alignments):
-        segs = list(alignments[utt])
-        for prev, seg, nxt in zip(segs, segs[1:], segs[2:]):
-            if seg.phone in SILENCE:
-                continue
-            context = ["SIL" if s.phone in SILENCE else s.phone for s in (prev, nxt)]
-            lines.append(f"{utt} {seg.start:.3f} {seg.end:.3f} {seg.phone} {context[0]} {context[1]} {speakers[utt]}")
-    return lines
-
-
-def one_hot(ids: np.ndarray, n: int) -> np.ndarray:
-    """Unit ids [T] -> one-hot float32 [T, n]."""
-    return np.eye(n, dtype=np.float32)[ids]
-
-
-def field_abx(features: Mapping[str, np.ndarray], items: Sequence[str], frame_rate: float) -> dict[str, float]:
-    """zrc_abx2's ABX (cosine/angular DTW, within/across speaker x within/any context), errors in [0, 1]."""
-    from zrc_abx2.eval_ABX import EvalABX, EvalArgs  # optional: only this benchmark needs it
-
-    with tempfile.TemporaryDirectory() as tmp:
-        feats = Path(tmp) / "features"
-        feats.mkdir()
-        for utt, f in features.items():
-            np.save(feats / f"{utt}.npy", np.ascontiguousarray(f, dtype=np.float32))
-        item = Path(tmp) / "set.item"
-        item.write_text("\n".join(items) + "\n")
-        args = EvalArgs(path_data=str(feats), path_item_file=str(item), file_extension=".npy",
-                        feature_size=1.0 / frame_rate, distance_mode="cosine")
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
-            results = EvalABX().eval_abx(args)
-    return {f"{r['abx-s-condition']}_{r['abx-c-condition']}_context": float(r["score"]) for r in results}
 
 
 def own_abx(features: Mapping[str, np.ndarray], alignments: Mapping[str, Sequence[Segment]],

@@ -1,7 +1,6 @@
 """The shipped datasets/engines_heldout set (flite and festival voices) indexes as the eval reads it: 14 voices x the
 same 10 sentences, 16 kHz mono, every utterance with a phone alignment that covers it and shares one phone set."""
 import csv
-import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import soundfile as sf
 
 from audio_vqvae.alignments import build_vocab, frame_labels, load_alignments
 from audio_vqvae.data import load_corpus, split_corpus
+from audio_vqvae.evaluation.field_abx import item_lines
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "datasets" / "engines_heldout"
@@ -80,12 +80,8 @@ def test_every_utterance_has_an_alignment_covering_it(corpus):
 
 
 def test_field_abx_item_file_from_the_alignments():
-    """benchmarks/field_abx.py's item file: one line per non-silent phone with both neighbours, pauses as SIL."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from field_abx import item_lines
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    """The field ABX's item file (evaluation.field_abx): one line per non-silent phone with both neighbours, pauses
+    as SIL."""
     alignments = load_alignments(ROOT / "alignments" / "fs_ked_201.tsv")
     segs = alignments["fs_ked_201"]
     lines = item_lines(alignments, {"fs_ked_201": "fs_ked"})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..checkpoint import file_sha256
 from ..device import resolve_device
+from ..evaluation.field_abx import INSTALL, missing
 from ..evaluation.report import evaluate_checkpoint
 from ..evaluation.sets import (
     SPLITS,
@@ -64,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--convert-to", help="conversion target speaker (default: training speakers in turn)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
     p.add_argument("--abx-triplets", type=int, default=d.abx_triplets, help="ABX triplets per condition (at most)")
+    p.add_argument("--field-abx", action="store_true",
+                   help="also score ABX with the field's implementation (zerospeech-libriabx2, optional: "
+                        f"{INSTALL}) on the units and each baseline, beside the project's own; minutes per inventory")
     p.add_argument("--posterior-positions", type=int, default=d.posterior_positions,
                    help="latent positions probed (0 = off)")
     p.add_argument("--posterior-chunk", type=int, default=d.posterior_chunk,
@@ -75,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_intermixed_args(argv)
     if args.files and args.overrides:
         p.error("data.* overrides apply to corpus configs, not to --files")
+    if args.field_abx and (why := missing()):
+        p.error(f"--field-abx: {why}")
     return args
 
 
@@ -82,7 +88,7 @@ def options(args: argparse.Namespace) -> EvalOptions:
     return EvalOptions(max_seconds=args.max_seconds, n_resynth=args.n_resynth, n_convert=args.n_convert,
                        resynth_seconds=args.resynth_seconds or None, temperature=args.temperature,
                        decoder=args.decoder, f0=args.f0,
-                       abx_triplets=args.abx_triplets, posterior_positions=args.posterior_positions,
+                       abx_triplets=args.abx_triplets, field_abx=args.field_abx, posterior_positions=args.posterior_positions,
                        posterior_chunk=args.posterior_chunk, convert_to=args.convert_to, seed=args.seed)
 
 

@@ -38,6 +38,7 @@ class EvalOptions:
     decoder: str = "auto"  # auto (the speech path when the checkpoint has one) | source_filter | wavenet
     f0: str = "mapped"  # conversions' F0 with the speech path: mapped | source | predicted (self: its own contour)
     abx_triplets: int = 5000
+    field_abx: bool = False  # also the field's ABX (zerospeech-libriabx2, optional; minutes per unit inventory)
     posterior_positions: int = 4  # each scores all K codes with the decoder: the slowest part of the evaluation
     posterior_chunk: int = 64
     convert_to: str | None = None  # conversion target; default: training speakers in turn

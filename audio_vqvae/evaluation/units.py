@@ -16,6 +16,7 @@ from ..model import VQVAE, units_of
 from ..quantizer import perplexity
 from ..stability import unit_stability
 from .baselines import MFCCKMeans
+from .field_abx import field_unit_abx
 from .probes import speaker_leakage
 from .sets import EvalOptions
 
@@ -40,8 +41,9 @@ def _abx(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], speaker
 def phone_scores(units: dict[str, np.ndarray], alignments: dict[str, list[Segment]], speakers: dict[str, str],
                  n_units: int, frame_rate: float, opts: EvalOptions,
                  latents: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], np.ndarray, list[str]]:
-    """Purity, PNMI and ABX (hamming on unit ids; cosine on `latents` when given) of unit sequences at `frame_rate`
-    against phone alignments; also the unit x phone co-occurrence counts and the phone names."""
+    """Purity, PNMI and ABX (hamming on unit ids; cosine on `latents` when given; with `opts.field_abx` also the
+    field's, `abx.field`) of unit sequences at `frame_rate` against phone alignments; also the unit x phone
+    co-occurrence counts and the phone names."""
     utts = list(alignments)
     vocab = build_vocab(alignments)
     labels = {u: frame_labels(alignments[u], units[u].size, frame_rate, vocab) for u in utts}
@@ -53,6 +55,8 @@ def phone_scores(units: dict[str, np.ndarray], alignments: dict[str, list[Segmen
         abx[mode], abx["triplets"][mode] = _abx({u: units[u] for u in utts}, labels, spk, mode, opts, "hamming")
         if latents is not None:
             abx[f"continuous_{mode}"], _ = _abx({u: latents[u] for u in utts}, labels, spk, mode, opts, "cosine")
+    if opts.field_abx:
+        abx["field"] = field_unit_abx(units, alignments, spk, n_units, frame_rate)
     scores = {
         "n_utterances": len(utts), "n_phones": len(vocab), "n_frames": int(counts.sum()),
         "phone_purity": M.phone_purity(counts), "cluster_purity": M.cluster_purity(counts),
@@ -82,6 +86,10 @@ COMPARED = (  # (label, path into a unit section, higher is better, a win only i
     ("phone purity", ("phones", "phone_purity"), True, False),
     ("ABX within, units", ("phones", "abx", "within"), False, False),
     ("ABX across, units", ("phones", "abx", "across"), False, False),
+    ("field ABX within, units (zerospeech-libriabx2, any context)", ("phones", "abx", "field", "within_any_context"),
+     False, False),
+    ("field ABX across, units (zerospeech-libriabx2, any context)", ("phones", "abx", "field", "across_any_context"),
+     False, False),
     ("entropy bitrate (bits/s)", ("entropy_bits_per_second",), False, True),
     ("entropy bitrate after dedup (bits/s)", ("entropy_bits_per_second_dedup",), False, True),
     ("speaker leakage (accuracy)", ("speaker_leakage", "accuracy"), False, True),
@@ -92,7 +100,8 @@ COMPARED = (  # (label, path into a unit section, higher is better, a win only i
     ("frame agreement, 16-sample shift", ("stability", "shift_16", "frame_agreement"), True, True),
 )
 """The measures on which the model's units are compared with the MFCC k-means baseline. Low bitrate, low leakage
-and high stability are what a constant sequence scores: for collapsed units they are no win (beats_baseline None)."""
+and high stability are what a constant sequence scores: for collapsed units they are no win (beats_baseline None).
+The field ABX rows appear only when it was scored (`--field-abx`)."""
 COLLAPSE_PERPLEXITY = 2.0
 """Units with a lower codebook perplexity on the scored set count as collapsed..."""
 COLLAPSE_TOP_SHARE = 0.9
@@ -122,6 +131,8 @@ def comparison(model_units: dict[str, Any], baseline: dict[str, Any], collapsed:
     rows = []
     for label, path, higher, needs_units in COMPARED:
         a = _get(model_units, path)
+        if "field" in path and a is None:
+            continue
         row: dict[str, Any] = {"measure": label, "model": a, "higher_is_better": higher}
         for name, side in (("baseline", baseline), ("baseline_model_rate", model_rate)):
             if side is None:
