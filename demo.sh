@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command runs this from the checkout: train on the shipped demo corpus (model=units_cmn, then the
+# The README's first command runs this from the checkout: train on the shipped demo corpus (model=units_cpc, then the
 # speech path on its frozen units: ~10 min on a 2-core CPU), then use the checkpoint as users do: extract units for
 # the whole corpus, resynthesise one utterance in its own voice and convert it to two other speakers.
 # Usage: bash demo.sh [RUN_DIR [TRAINING OVERRIDES...]]   e.g. bash demo.sh runs/quick model=tiny trainer.max_steps=20

@@ -57,4 +57,4 @@ def test_demo_script_with_the_shipped_model_extracts_units_and_converts(tmp_path
     assert len(units) == 168 and max(int(u.max()) for u in units.values()) < 64
     for name in ["gb_f", "sc_m", "cb_f"]:
         wav, sr = sf.read(out / "wav" / f"gb_f_031_to_{name}.wav")
-        assert sr == 16000 and len(wav) == len(units["gb_f_031"]) * 320  # 50 units per second
+        assert sr == 16000 and len(wav) == len(units["gb_f_031"]) * 240  # 66.7 units per second

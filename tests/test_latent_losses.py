@@ -97,3 +97,19 @@ def test_units_adv_preset_is_units_with_every_lever_off():
     assert a.state_dict().keys() == b.state_dict().keys() and a.perturb is None
     assert "speaker_adversary" not in run_identity(OmegaConf.create({"model": units, "data": {"name": "d"},
                                                                       "seed": 0}))["model"]
+
+
+def test_the_default_preset_units_cpc_is_units_cmn_at_66_7_hz_with_the_contrastive_term():
+    from hydra import compose, initialize_config_dir
+
+    from audio_vqvae.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        default = compose("train").model
+        speech = compose("speech_train").speech
+    assert default.name == "units_cpc" and default.contrastive.weight == 0.1 and default.perturb.formant is not None
+    model = VQVAE.from_config(OmegaConf.to_container(default), ["a", "b"])
+    assert model.hop == 240 and model.frame_rate == pytest.approx(200 / 3) and model.codebook_size == 64
+    f0_hop = model.sample_rate / speech.frame_rate
+    assert f0_hop == int(f0_hop) and model.hop % int(f0_hop) == 0  # 3 F0 frames tile a unit: the speech path fits
+    assert model.perturb is not None and model.contrastive is not None
