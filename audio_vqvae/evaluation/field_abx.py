@@ -55,7 +55,7 @@ def one_hot(ids: np.ndarray, n: int) -> np.ndarray:
 def field_abx(features: Mapping[str, np.ndarray], items: Sequence[str], frame_rate: float) -> dict[str, float]:
     """zrc_abx2's ABX of frame features {utt: [T, D]} on `items` (cosine/angular DTW), errors in [0, 1], keyed
     `{within, across}_{within, any}_context`."""
-    from zrc_abx2.eval_ABX import EvalABX, EvalArgs  # optional (see `require`)
+    from zrc_abx2.eval_ABX import EvalABX, EvalArgs  # optional (see `missing`)
 
     with tempfile.TemporaryDirectory() as tmp:
         feats = Path(tmp) / "features"
