@@ -220,21 +220,10 @@ VOICED_NOISE_STD = 0.003
 """Noise std of the excitation's noise channel where voiced (hn-NSF's sigma); where unvoiced it is SINE_AMP / 3."""
 
 
-def excitation(
-    f0: Tensor,
-    voiced: Tensor,
-    sample_rate: int,
-    hop: int = 1,
-    n_harmonics: int = 8,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Sine-harmonic + noise source of a neural source-filter model (Wang et al. 2019, hn-NSF): F0 [B, T_f] in Hz
-    and voicing [B, T_f] at hop samples per frame (hop=1: per sample) -> e [B, n_harmonics + 1, T_f * hop].
-
-    Channel k-1 (k = 1..n_harmonics) is SINE_AMP * sin(k * phase) with phase the running sum of 2 pi F0 / sample_rate,
-    where voiced and k * F0 below Nyquist, else 0; the last channel is Gaussian noise, std SINE_AMP / 3 where
-    unvoiced and VOICED_NOISE_STD where voiced. Why: the filter need not learn periodicity, only shape it.
-    """
+def harmonics(f0: Tensor, voiced: Tensor, sample_rate: int, hop: int = 1, n_harmonics: int = 8) -> Tensor:
+    """The sine part of the excitation: F0 [B, T_f] in Hz and voicing [B, T_f] at hop samples per frame (hop=1: per
+    sample) -> [B, n_harmonics, T_f * hop], channel k-1 = SINE_AMP * sin(k * phase) with phase the running sum of
+    2 pi F0 / sample_rate, where voiced and k * F0 below Nyquist, else 0 (zero wherever unvoiced)."""
     if f0.dim() != 2 or voiced.shape != f0.shape:
         raise ValueError(f"excitation: f0 and voiced must both be [B, T_f], got {tuple(f0.shape)}, "
                          f"{tuple(voiced.shape)}")
@@ -245,7 +234,24 @@ def excitation(
     cycles = cycles - torch.floor(cycles)  # phase in cycles, kept in [0, 1) so it stays exact over long signals
     k = torch.arange(1, n_harmonics + 1, dtype=f.dtype, device=f.device)[None, :, None]  # [1, H, 1]
     audible = v[:, None] & (k * f[:, None] < sample_rate / 2)  # [B, H, T]
-    sines = torch.where(audible, SINE_AMP * torch.sin(2 * math.pi * k * cycles[:, None]), 0.0).to(f0.dtype)
-    noise = torch.randn(f.shape, generator=generator, device=f.device, dtype=f0.dtype)
+    return torch.where(audible, SINE_AMP * torch.sin(2 * math.pi * k * cycles[:, None]), 0.0).to(f0.dtype)
+
+
+def excitation(
+    f0: Tensor,
+    voiced: Tensor,
+    sample_rate: int,
+    hop: int = 1,
+    n_harmonics: int = 8,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sine-harmonic + noise source of a neural source-filter model (Wang et al. 2019, hn-NSF): F0 [B, T_f] in Hz
+    and voicing [B, T_f] at hop samples per frame (hop=1: per sample) -> e [B, n_harmonics + 1, T_f * hop]: the
+    `harmonics`, then a Gaussian noise channel, std SINE_AMP / 3 where unvoiced and VOICED_NOISE_STD where voiced.
+    Why: the filter need not learn periodicity, only shape it.
+    """
+    sines = harmonics(f0, voiced, sample_rate, hop, n_harmonics)
+    v = to_samples(voiced.bool() & (f0 > 0), hop)
+    noise = torch.randn(v.shape, generator=generator, device=f0.device, dtype=f0.dtype)
     noise = noise * torch.where(v, VOICED_NOISE_STD, SINE_AMP / 3).to(f0.dtype)
     return torch.cat([sines, noise[:, None]], dim=1)

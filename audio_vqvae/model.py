@@ -27,7 +27,7 @@ from torch import nn
 from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
-from .f0 import F0Stats, check_contour_length, log_f0_stats, map_contour, quantise
+from .f0 import F0Stats, check_contour_length, f0_hop, harmonics, log_f0_stats, map_contour, quantise, track
 from .latent_losses import ContrastivePredictor, SpeakerAdversary
 from .perturb import perturb_on, perturb_view
 from .quantizer import VectorQuantizer
@@ -223,6 +223,12 @@ class VQVAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def contour_hop(self) -> int:
+        """Samples per frame of the F0 contours this model reads and writes (`f0_contour`, `decode`, units files): the
+        speech path's, else the tracker's default rate (f0.FRAME_RATE), which a WaveNet with an excitation uses."""
+        return self.speech.f0_hop if self.speech is not None else f0_hop(self.sample_rate)
+
     # ---- training -------------------------------------------------------------------------------------------
 
     def decoder_inputs(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +257,12 @@ class VQVAE(nn.Module):
         target, prev = self.decoder_inputs(wav[:, 0, :T])  # [B, T_z * hop] each
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized
-        logits = self.decoder(prev, z, self.speaker_embedding(speaker))  # [B, 256, T]
+        excitation = None
+        if self.decoder.excitation_proj is not None:  # the target's own contour (F0 tracked on the CPU)
+            contours = [self.f0_contour(w) for w in wav[:, 0, :T].detach().float().cpu().numpy()]
+            excitation = self.wavenet_excitation(*(torch.from_numpy(np.stack(a)).to(wav.device)
+                                                   for a in zip(*contours)), T)
+        logits = self.decoder(prev, z, self.speaker_embedding(speaker), excitation)  # [B, 256, T]
         nll_per_sample = F.cross_entropy(logits.float(), target, reduction="none")  # [B, T]
         reconstruction = nll_per_sample.mean()
         nll = nll_per_sample.sum()
@@ -375,7 +386,8 @@ class VQVAE(nn.Module):
 
         A batch is padded with zero latents (not a code), which is what an item alone sees past its end, so each item
         of a batch decodes as it would alone. WaveNet: kernel, the generation loop, "auto" (compiled numba on CPU,
-        torch elsewhere), "torch" or "numba"; temperature and greedy. generator: the random source of the sampling
+        torch elsewhere), "torch" or "numba"; temperature and greedy; a WaveNet with an F0 excitation
+        (decoder.excitation_harmonics > 0) takes the contours as the speech path does. generator: the random source of the sampling
         or the noise (None = torch's global one), so a seeded generator makes the output reproducible.
         """
         single = isinstance(codes, torch.Tensor)
@@ -391,13 +403,19 @@ class VQVAE(nn.Module):
         valid = torch.arange(padded.shape[1], device=self.device) < n_frames[:, None]  # [B, T_z]
         latents = self.quantizer.lookup(padded) * valid[:, None]  # [B, D, T_z], zero past each item's end
         spk = torch.tensor([self.speaker_index(s) for s in speakers], device=self.device)
+        contours = list(f0 if isinstance(f0, Sequence) and not _is_contour(f0) else [f0] * len(seqs))
         if self.resolve_decoder(decoder) == "source_filter":
-            contours = f0 if isinstance(f0, Sequence) and not _is_contour(f0) else [f0] * len(seqs)
-            wavs = self._speak(latents, spk, n_frames, list(contours), generator)[:, 0]
+            wavs = self.speech.synthesise(latents, spk, *self._contours(latents, spk, n_frames, contours),
+                                          n_frames * self.hop, generator)[:, 0]
             out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
             return out[0] if single else out
-        if f0 is not None:
-            raise ValueError("decode: decoder=wavenet takes no F0 contour (the speech path does)")
+        excitation = None
+        if self.decoder.excitation_proj is not None:
+            excitation = self.wavenet_excitation(*self._contours(latents, spk, n_frames, contours),
+                                                 latents.shape[-1] * self.hop)
+        elif f0 is not None:
+            raise ValueError("decode: decoder=wavenet takes no F0 contour (decoder.excitation_harmonics=0; the "
+                             "speech path does)")
         classes = generate(
             self.decoder,
             latents,
@@ -409,6 +427,7 @@ class VQVAE(nn.Module):
             progress=progress,
             kernel=kernel,
             generator=generator,
+            excitation=excitation,
         )
         wavs = mu_law_decode(classes, self.decoder.n_classes)
         out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
@@ -426,28 +445,43 @@ class VQVAE(nn.Module):
                              "train one with audio-vqvae-train-speech vqvae=CHECKPOINT")
         return decoder
 
-    def _speak(self, latents: torch.Tensor, spk: torch.Tensor, n_frames: torch.Tensor,
-               contours: list[Contour | None], generator: torch.Generator | None) -> torch.Tensor:
-        """The speech path on a padded batch: latents [B, D, T_z] (zero past each end), speakers and unit counts
-        [B], one contour (or None: predicted) per item -> waveform [B, 1, T_z * hop]."""
-        speech = self.speech
-        per_unit = self.hop // speech.f0_hop
-        n_f0, lengths = latents.shape[-1] * per_unit, n_frames * self.hop
+    def _contours(self, latents: torch.Tensor, spk: torch.Tensor, n_frames: torch.Tensor,
+                  contours: list[Contour | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A padded batch's F0 [B, T_f] and voicing [B, T_f] at contour_hop: latents [B, D, T_z] (zero past each
+        end), speakers and unit counts [B], one contour per item (None: the speech path's F0 predictor)."""
+        if self.hop % self.contour_hop:
+            raise ValueError(f"F0 frames of {self.contour_hop} samples do not tile a unit of {self.hop}")
+        per_unit = self.hop // self.contour_hop
+        n_f0 = latents.shape[-1] * per_unit
         f0 = torch.zeros(len(contours), n_f0, device=self.device)
         voiced = torch.zeros(len(contours), n_f0, dtype=torch.bool, device=self.device)
         if any(c is None for c in contours):
-            f0, voiced = speech.predict_f0(latents, spk, n_f0, lengths)
+            if self.speech is None:
+                raise ValueError("F0: no contour given and this checkpoint has no speech path to predict one "
+                                 "(train one with audio-vqvae-train-speech vqvae=CHECKPOINT)")
+            f0, voiced = self.speech.predict_f0(latents, spk, n_f0, n_frames * self.hop)
         for i, c in enumerate(contours):
             if c is not None:
                 f0[i], voiced[i] = fit_contour(c, int(n_frames[i]) * per_unit, n_f0, self.device, per_unit)
-        return speech.synthesise(latents, spk, f0, voiced, lengths, generator)
+        return f0, voiced
+
+    def wavenet_excitation(self, f0: torch.Tensor, voiced: torch.Tensor, n: int) -> torch.Tensor:
+        """F0 [B, T_f] and voicing [B, T_f] at contour_hop -> the WaveNet's excitation [B, H, n]: the sine harmonics,
+        zero where unvoiced (`f0.harmonics`), cut or zero-padded to n samples."""
+        e = harmonics(f0.float(), voiced, self.sample_rate, self.contour_hop, self.decoder.excitation_harmonics)
+        return F.pad(e, (0, max(0, n - e.shape[-1])))[..., :n]
 
     def f0_contour(self, wav: torch.Tensor | np.ndarray) -> Contour:
-        """The model-rate input [T] (`prepare`) -> its (F0 Hz, voiced) at the speech path's frame rate, F0 at the
-        0.1 Hz resolution units files store (`f0.quantise`), so units + F0 from a file decode as from the audio."""
-        if self.speech is None:
+        """The model-rate input [T] (`prepare`) -> its (F0 Hz, voiced) at contour_hop (the speech path's tracker
+        settings, else the tracker's defaults), F0 at the 0.1 Hz resolution units files store (`f0.quantise`), so
+        units + F0 from a file decode as from the audio."""
+        wav = np.asarray(wav, dtype=np.float32)
+        if self.speech is not None:
+            f0, voiced = self.speech.track(wav)
+        elif self.decoder.excitation_proj is not None:
+            f0, voiced = track(wav, self.sample_rate)
+        else:
             raise ValueError("F0: this checkpoint has no speech path (its F0 frame rate and tracker settings)")
-        f0, voiced = self.speech.track(np.asarray(wav, dtype=np.float32))
         return quantise(f0), voiced
 
     @torch.inference_mode()
@@ -471,12 +505,17 @@ class VQVAE(nn.Module):
             raise ValueError(f"f0: {f0!r} is not one of {', '.join(F0_CHOICES)}")
         x = self.prepare(wav, sr)
         codes = self.encode_prepared([x])[0]
-        if self.resolve_decoder(decoder) == "wavenet":
+        decoder = self.resolve_decoder(decoder)
+        if decoder == "wavenet" and self.decoder.excitation_proj is None:
             return self.decode(codes, target_speaker, temperature, greedy, decoder="wavenet", generator=generator)
+        if f0 == "mapped" and self.speech is None:
+            raise ValueError("f0=mapped needs the speakers' log-F0 statistics of a speech path; use f0=source or "
+                             "train one with audio-vqvae-train-speech vqvae=CHECKPOINT")
         contour = None if f0 == "predicted" else self.f0_contour(x.numpy())
         if f0 == "mapped":
             contour = mapped_contour(contour, self.speech.speaker_stats(self.speaker_index(target_speaker)))
-        return self.decode(codes, target_speaker, decoder="source_filter", f0=contour, generator=generator)
+        return self.decode(codes, target_speaker, temperature, greedy, decoder=decoder, f0=contour,
+                           generator=generator)
 
 
 Contour = tuple[np.ndarray, np.ndarray]

@@ -109,11 +109,12 @@ def synthesize(
     after each batch); generator is the sampling's (or the excitation noise's) random source.
     """
     speech = model.resolve_decoder(decoder) == "source_filter"
+    uses_f0 = speech or model.decoder.excitation_proj is not None
     for batch in batches(jobs, batch_size):
         step = None if progress is None else _times(progress, len(batch))
         wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
                             temperature=temperature, greedy=greedy, progress=None if speech else step, kernel=kernel,
-                            generator=generator, decoder=decoder, f0=[j.f0 for j in batch] if speech else None)
+                            generator=generator, decoder=decoder, f0=[j.f0 for j in batch] if uses_f0 else None)
         if speech and step is not None:
             step(batch[0].codes.size * model.hop)
         yield from zip(batch, wavs)
@@ -216,24 +217,25 @@ class Request:
 
 
 def check_f0_request(model: VQVAE, request: Request) -> tuple[bool, str]:
-    """(decode with the speech path?, F0 mode) for a request; a ValueError naming --f0 or --decoder for a
-    combination that cannot be honoured (F0 without a speech path or with the WaveNet, a source contour for prior
-    samples)."""
+    """(decode with F0?, F0 mode) for a request; a ValueError naming --f0 or --decoder for a combination that
+    cannot be honoured (F0 without a speech path or with a WaveNet that takes none, a source contour for prior
+    samples). A WaveNet with an F0 excitation and no speech path decodes with the source contour only."""
     mode = request.f0
+    excited = model.decoder.excitation_proj is not None
     if mode is not None and mode not in F0_CHOICES:
         raise ValueError(f"--f0 {mode}: must be one of {', '.join(F0_CHOICES)}")
-    if mode is not None and model.speech is None:
+    if mode is not None and model.speech is None and not (excited and mode == "source"):
         raise ValueError(f"--f0 {mode}: this checkpoint has no speech path (F0 + source-filter decoder); train one "
                          "with audio-vqvae-train-speech vqvae=CHECKPOINT")
     try:
-        speech = model.resolve_decoder(request.decoder) == "source_filter"
+        uses_f0 = model.resolve_decoder(request.decoder) == "source_filter" or excited
     except ValueError as err:
         raise ValueError(f"--{err}") from None
-    if mode is not None and not speech:
+    if mode is not None and not uses_f0:
         raise ValueError(f"--f0 {mode}: the WaveNet decoder takes no F0 (use --decoder source_filter or auto)")
     if request.prior and mode in ("mapped", "source"):
         raise ValueError(f"--f0 {mode}: prior samples have no source contour; they decode with the predicted F0")
-    return speech, mode or "mapped"
+    return uses_f0, mode or ("source" if excited and model.speech is None else "mapped")
 
 
 def units_file_contours(model: VQVAE, path: str, units: Mapping[str, np.ndarray], mode: str, explicit: bool
@@ -243,7 +245,7 @@ def units_file_contours(model: VQVAE, path: str, units: Mapping[str, np.ndarray]
     an explicit --f0 mapped/source without an F0 file is a ValueError."""
     if mode == "predicted":
         return None
-    contours = load_f0(path, units, model.speech.frame_rate)
+    contours = load_f0(path, units, model.sample_rate / model.contour_hop)
     if contours is None:
         if explicit:
             raise ValueError(f"--f0 {mode}: {path} has no F0 file (write one with audio-vqvae-units --f0)")

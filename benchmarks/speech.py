@@ -1,7 +1,8 @@
 """Speed of the speech path against issue 19's targets, side by side in one run: the one-pass decoders
 (harmonic_noise and nsf, configs/speech/, untrained weights: the cost does not depend on them) decoding 10 s of units
 at batch 1 (target >= 50x real time on 2 cores), F0 extraction with the model's tracker (>= 100x), and the WaveNet's
-incremental generation at batch 1 (unchanged by the speech path: it takes no F0), each at 1 and 2 torch threads.
+incremental generation at batch 1 (target: faster than real time), without and with an F0 excitation input
+(model.decoder.excitation_harmonics = 8, issue 19's WaveNet lever), each at 1 and 2 torch threads.
 
     python benchmarks/speech.py             # about a minute on 2 idle cores
     python benchmarks/speech.py --quick     # smoke run (every key, meaningless numbers)
@@ -53,10 +54,17 @@ def measure(seconds: float, repeats: int, wavenet_seconds: float) -> dict[str, A
             out[f"{kind}_decode_x_real_time_{threads}t"] = seconds / median_seconds(decode, repeats)
     out["f0_extraction_x_real_time"] = seconds / median_seconds(lambda: model.f0_contour(wav), repeats)
     torch.set_num_threads(1)
-    short = model.encode(source(wavenet_seconds, model.sample_rate), model.sample_rate)
-    model.decode(short[:5], 0, decoder="wavenet")  # numba compile / cache load
-    t = median_seconds(lambda: model.decode(short, 0, decoder="wavenet"), max(1, repeats // 2))
-    out["wavenet_x_real_time_1t"] = wavenet_seconds / t
+    short_wav = source(wavenet_seconds, model.sample_rate)
+    short = model.encode(short_wav, model.sample_rate)
+    contour = model.f0_contour(short_wav)
+    cfg = model.config["model"]
+    excited = VQVAE.from_config({**cfg, "decoder": {**cfg["decoder"], "excitation_harmonics": 8}}, model.speakers)
+    excited.load_state_dict(model.state_dict(), strict=False)  # the excitation's projection stays random
+    excited.eval()
+    for name, m, f0 in (("wavenet", model, None), ("wavenet_f0", excited, contour)):
+        m.decode(short[:5], 0, decoder="wavenet", f0=None if f0 is None else (f0[0][:15], f0[1][:15]))  # numba
+        t = median_seconds(lambda m=m, f0=f0: m.decode(short, 0, decoder="wavenet", f0=f0), max(1, repeats // 2))
+        out[f"{name}_x_real_time_1t"] = wavenet_seconds / t
     return out
 
 
@@ -69,7 +77,7 @@ def main() -> None:
     r = {"machine": machine(), "load_average_before": load_average(), "seconds": seconds,
          **measure(seconds, repeats, wavenet_seconds), "load_average_after": load_average()}
     targets = {"harmonic_noise_decode_x_real_time_2t": 50, "nsf_decode_x_real_time_2t": 50,
-               "f0_extraction_x_real_time": 100, "wavenet_x_real_time_1t": 1}
+               "f0_extraction_x_real_time": 100, "wavenet_x_real_time_1t": 1, "wavenet_f0_x_real_time_1t": 1}
     print(f"{'job':42s} {'x real time':>12s} {'target':>8s}")
     for key, value in r.items():
         if key.endswith(("_1t", "_2t", "x_real_time")):

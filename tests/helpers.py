@@ -141,14 +141,15 @@ def assert_same_units(codes: np.ndarray, model: VQVAE, path: Path, gain: float =
 
 def make_wavenet(
     kernel_size: int = 2, layers_per_cycle: int = 3, cycles: int = 2, upsample: str = "repeat", hop: int = 4,
-    global_channels: int = 5,
+    global_channels: int = 5, excitation_harmonics: int = 0, input_dropout: float = 0.0,
 ) -> WaveNet:
     """A small seeded WaveNet (8 residual channels) conditioned on LATENT_DIM latents."""
     torch.manual_seed(0)
     return WaveNet(
         n_classes=256, residual_channels=8, gate_channels=16, skip_channels=12, kernel_size=kernel_size,
         layers_per_cycle=layers_per_cycle, cycles=cycles, cond_channels=6, upsample=upsample,
-        latent_dim=LATENT_DIM, hop=hop, global_channels=global_channels,
+        latent_dim=LATENT_DIM, hop=hop, global_channels=global_channels, excitation_harmonics=excitation_harmonics,
+        input_dropout=input_dropout,
     )
 
 

@@ -63,11 +63,12 @@ def contours(model: VQVAE, job: dict[str, Any], source: Contour, opts: EvalOptio
     """(the contour the speech path is given, None: predicted; the reference the output's pitch is scored
     against) of one job, from its source contour. Self: the source's own both times. Conversion: per opts.f0,
     the mapped (default), source or predicted contour given; scored against the source's with f0="source" or
-    without a speech path (no target statistics), else against the mapped one."""
+    without a speech path (no target statistics: a WaveNet with an F0 excitation is given the source's), else
+    against the mapped one."""
     if job["kind"] == "self":
         return source, source
     if model.speech is None:
-        return None, source
+        return (source if model.decoder.excitation_proj is not None else None), source
     mapped = mapped_contour(source, model.speech.speaker_stats(model.speaker_index(job["target"])))
     if opts.f0 == "source":
         return source, source
@@ -77,9 +78,10 @@ def contours(model: VQVAE, job: dict[str, Any], source: Contour, opts: EvalOptio
 def decode(model: VQVAE, wavs: Sequence[np.ndarray], speakers: Sequence[str], given: Sequence[Contour | None],
            decoder: str, opts: EvalOptions) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Encode model inputs [T] and decode their units in one batch with `decoder` ("source_filter": given the
-    contours; "wavenet": sampled at opts.temperature) -> (codes [T // hop], decoded waveforms [T // hop * hop])."""
+    contours; "wavenet": sampled at opts.temperature, given the contours when it takes an F0 excitation) ->
+    (codes [T // hop], decoded waveforms [T // hop * hop])."""
     codes = units_of(model, wavs)
-    f0 = list(given) if decoder == "source_filter" else None
+    f0 = list(given) if decoder == "source_filter" or model.decoder.excitation_proj is not None else None
     out = model.decode([torch.from_numpy(c) for c in codes], list(speakers), temperature=opts.temperature,
                        decoder=decoder, f0=f0)
     return codes, [d.cpu().numpy() for d in out]
@@ -143,7 +145,9 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
     round-trip units, for self-resynthesis MCD against the source and the recogniser's WER next to the natural
     audio's (utterances in `transcripts`), and each against `TARGETS`. Returns the section and the audio panels."""
     decoder = model.resolve_decoder(opts.decoder)
-    section: dict[str, Any] = {"decoder": decoder, "f0": opts.f0 if decoder == "source_filter" else None,
+    uses_f0 = decoder == "source_filter" or model.decoder.excitation_proj is not None
+    f0 = None if not uses_f0 else opts.f0 if model.speech is not None else "source"
+    section: dict[str, Any] = {"decoder": decoder, "f0": f0,
                                "pitch_tracker": pitch_tracker_name(model), "self": None, "conversion": None,
                                "conversion_seen": None, "conversion_unseen": None, "intelligibility": None,
                                "intelligibility_conversion": None}

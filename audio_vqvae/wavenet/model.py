@@ -1,6 +1,8 @@
 """WaveNet decoder: causal dilated gated convolutions over mu-law classes, conditioned locally on upsampled latents
-and globally on a speaker vector. Parallel teacher-forced `forward` for training; sampling one step at a time is
-`wavenet.sampling.generate`, over the same parameters.
+and globally on a speaker vector, and optionally per sample on an F0 excitation (issue 19's levers: sine harmonics
+added to the input where voiced, and corrupted teacher forcing, past samples dropped in training). Parallel
+teacher-forced `forward` for training; sampling one step at a time is `wavenet.sampling.generate`, over the same
+parameters.
 """
 from __future__ import annotations
 
@@ -75,6 +77,8 @@ class WaveNet(nn.Module):
         hop: int,
         global_channels: int,
         cond_layers: int = 0,
+        excitation_harmonics: int = 0,
+        input_dropout: float = 0.0,
     ):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
@@ -85,9 +89,13 @@ class WaveNet(nn.Module):
             raise ValueError(f"decoder.kernel_size must be >= 2, got {kernel_size}")
         if hop < 1:
             raise ValueError(f"decoder hop must be >= 1, got {hop}")
+        if excitation_harmonics < 0 or not 0.0 <= input_dropout < 1.0:
+            raise ValueError(f"decoder.excitation_harmonics must be >= 0 and decoder.input_dropout in [0, 1), got "
+                             f"{excitation_harmonics}, {input_dropout}")
         self.n_classes, self.hop, self.kernel_size = n_classes, hop, kernel_size
         self.residual_channels, self.gate_channels, self.skip_channels = residual_channels, gate_channels, skip_channels
         self.global_channels = global_channels
+        self.excitation_harmonics, self.input_dropout = excitation_harmonics, input_dropout
         self.dilations = dilations(layers_per_cycle, cycles)
         # samples per conditioning column: repeat keeps the conditioning at frame rate and broadcasts it over the hop
         self.cond_rate = hop if upsample == "repeat" else 1
@@ -97,6 +105,8 @@ class WaveNet(nn.Module):
         n, r, g2, s = len(self.dilations), residual_channels, gate_channels // 2, skip_channels
 
         self.embed = nn.Embedding(n_classes, r)  # = a one-hot input layer
+        # the excitation of sample t enters at input t (beside the class of sample t-1): sines only where voiced
+        self.excitation_proj = nn.Conv1d(excitation_harmonics, r, 1, bias=False) if excitation_harmonics else None
         self.dilated = nn.ModuleList(
             nn.Conv1d(r, gate_channels, kernel_size, dilation=d, bias=False) for d in self.dilations
         )
@@ -149,9 +159,15 @@ class WaveNet(nn.Module):
         valid = None if frames is None else torch.arange(a, b, device=latents.device) < frames[:, None]
         return self.conditioning(latents[..., a:b], g, valid)[..., (f0 - a) * per_frame : (f1 - a) * per_frame]
 
-    def _check(self, latents: Tensor, g: Tensor | None) -> None:
+    def _check(self, latents: Tensor, g: Tensor | None, excitation: Tensor | None = None) -> None:
         if latents.dim() != 3:
             raise ValueError(f"latents must be [B, D, T_z], got shape {tuple(latents.shape)}")
+        if (excitation is None) != (self.excitation_proj is None):
+            raise ValueError(f"an F0 excitation must be given iff decoder.excitation_harmonics > 0 "
+                             f"(excitation_harmonics={self.excitation_harmonics})")
+        want = (latents.shape[0], self.excitation_harmonics, latents.shape[-1] * self.hop)
+        if excitation is not None and excitation.shape != want:
+            raise ValueError(f"excitation must be [B, H, T_z*hop] = {list(want)}, got {list(excitation.shape)}")
         if (g is None) != (self.global_proj is None):
             raise ValueError(f"g must be given iff global_channels > 0 (global_channels={self.global_channels})")
         if g is not None and g.shape != (latents.shape[0], self.global_channels):
@@ -159,15 +175,26 @@ class WaveNet(nn.Module):
 
     # ---- training: parallel, teacher-forced ------------------------------------------------------------------------
 
-    def forward(self, prev: Tensor, latents: Tensor, g: Tensor | None) -> Tensor:
-        """prev [B, T] classes of the previous samples, latents [B, D, T_z], g [B, G_s] -> logits [B, n_classes, T]."""
-        self._check(latents, g)
+    def inputs(self, prev: Tensor, excitation: Tensor | None) -> Tensor:
+        """The first layer's input [B, R, T]: the embedded previous samples (in training a fraction input_dropout of
+        them zeroed, the rest scaled up: corrupted teacher forcing) plus the projected excitation."""
+        x = self.embed(prev).transpose(1, 2)  # [B, R, T]
+        if self.training and self.input_dropout > 0:
+            x = x * F.dropout(x.new_ones(x.shape[0], 1, x.shape[2]), self.input_dropout)
+        if excitation is not None:
+            x = x + self.excitation_proj(excitation)
+        return x.contiguous()
+
+    def forward(self, prev: Tensor, latents: Tensor, g: Tensor | None, excitation: Tensor | None = None) -> Tensor:
+        """prev [B, T] classes of the previous samples, latents [B, D, T_z], g [B, G_s], excitation [B, H, T] (the
+        F0 harmonics of the samples predicted; iff excitation_harmonics > 0) -> logits [B, n_classes, T]."""
+        self._check(latents, g, excitation)
         if prev.shape != (latents.shape[0], latents.shape[-1] * self.hop):
             raise ValueError(f"prev must be [B, T_z*hop] = {[latents.shape[0], latents.shape[-1] * self.hop]}, "
                              f"got {list(prev.shape)}")
         cond = self.conditioning(latents, g)  # [B, L, G, T/cond_rate]
         k, n, s = self.kernel_size, len(self.dilations), self.skip_channels
-        x = self.embed(prev).transpose(1, 2).contiguous()  # [B, R, T]
+        x = self.inputs(prev, excitation)  # [B, R, T]
         skip = x.new_zeros(x.shape[0], s, x.shape[2])  # [B, S, T]
         # the running sums are updated in place (nothing saves them for backward): less memory traffic
         for i, (conv, out, d) in enumerate(zip(self.dilated, self.out, self.dilations)):

@@ -116,6 +116,7 @@ def generate(
     progress: Callable[[int], None] | None = None,
     kernel: str = "auto",
     generator: torch.Generator | None = None,
+    excitation: Tensor | None = None,
 ) -> Tensor:
     """Sample classes [B, T] (T = T_z*hop) one step at a time, batched over utterances.
 
@@ -124,8 +125,9 @@ def generate(
     instead of the samples and return the logits [B, n_classes, T] (equal to `forward`'s).
     progress(n) is called with the number of new samples after each chunk. kernel: "torch" (the reference, any
     device) or "numba" (compiled, CPU float32 only, several times faster); "auto" = numba on CPU, else torch.
+    excitation [B, H, T]: the F0 harmonics, iff the net takes them (`WaveNet.forward`).
     """
-    net._check(latents, g)
+    net._check(latents, g, excitation)
     batch, n_frames, device = latents.shape[0], latents.shape[-1], latents.device
     total = n_frames * net.hop
     if kernel == "auto":
@@ -163,7 +165,8 @@ def generate(
         if sampling:
             bias = gumbel_like((t1 - t0, batch, net.n_classes), device, generator) + weights.logit_b
         out = logits[t0:t1] if teacher is not None else None
-        KERNELS[kernel](weights, state, cond, net.cond_rate, bias, classes, out, t0, t1)
+        inp = None if excitation is None else net.excitation_proj(excitation[..., t0:t1]).permute(2, 0, 1).contiguous()
+        KERNELS[kernel](weights, state, cond, net.cond_rate, bias, classes, out, t0, t1, inp)
         if progress is not None:
             progress(t1 - t0)
     if teacher is not None:
@@ -173,13 +176,14 @@ def generate(
 
 # ---- step kernels: run steps t0 .. t1-1 over StepWeights / StepState ----------------------------------------------
 # Both take cond [cols, L, B, G] (column (t-t0)//cond_rate serves step t) and bias [t1-t0, B, n_classes] (the output
-# bias, plus Gumbel noise when sampling); they read the input classes[t] and write either the argmax into
-# classes[t+1] or, when `logits` [t1-t0, B, n_classes] is given, the logits.
+# bias, plus Gumbel noise when sampling); they read the input classes[t] (plus inp [t1-t0, B, R], the projected
+# excitation, when given) and write either the argmax into classes[t+1] or, when `logits` [t1-t0, B, n_classes] is
+# given, the logits.
 
 
 def run_torch(
     w: StepWeights, s: StepState, cond: Tensor, cond_rate: int, bias: Tensor, classes: Tensor,
-    logits: Tensor | None, t0: int, t1: int,
+    logits: Tensor | None, t0: int, t1: int, inp: Tensor | None = None,
 ) -> None:
     """Reference kernel, on any device: per step a gather of the past taps, one batched matmul for their
     contribution to every layer, four preallocated ops per layer, one matmul for all the skip connections."""
@@ -194,6 +198,7 @@ def run_torch(
     # views, made once
     cond_rows, bias_rows = cond.unbind(0), bias.unbind(0)
     class_rows, out_rows = classes.unbind(0), None if logits is None else logits.unbind(0)
+    inp_rows = None if inp is None else inp.unbind(0)
     reads, writes, period = s.read_idx.unbind(0), s.write_idx.unbind(0), s.read_idx.shape[0]
     h_rows, pre_rows, cur = h.unbind(0), pre.unbind(0), w.cur.unbind(0)
     res, skip_w = w.res_skip[:, :, :r].unbind(0), w.res_skip[:, :, r:].flatten(0, 1)
@@ -202,6 +207,8 @@ def run_torch(
     for t in range(t0, t1):
         p = t % period
         torch.index_select(w.emb, 0, class_rows[t], out=h_rows[0])
+        if inp_rows is not None:
+            h_rows[0].add_(inp_rows[t - t0])
         torch.index_select(s.queue, 0, reads[p], out=taps_flat)
         torch.baddbmm(cond_rows[(t - t0) // cond_rate], taps[0], w.past[0], out=pre)
         for j in range(1, n_taps):
@@ -252,14 +259,15 @@ def _affine(acc: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
 
 def _run_numba(
     emb, cur, past, res_skip, hidden_w, hidden_b, logit_w, queue, read_idx, write_idx, cond, cond_rate, bias,
-    classes, logits, t0, t1, n_threads,
+    classes, logits, inp, t0, t1, n_threads,
 ):
-    """`run_numba`'s loop over numpy views of StepWeights / StepState; `logits` of length 0 means sampling.
+    """`run_numba`'s loop over numpy views of StepWeights / StepState; `logits` of length 0 means sampling, `inp`
+    of length 0 no excitation.
     Plain Python (and `prange` = range) until `_numba_loop` compiles it."""
     n_layers, n_res, n_gate = cur.shape
     half, n_skip, n_classes = n_gate // 2, res_skip.shape[2] - n_res, logit_w.shape[1]
     n_taps, batch, period = past.shape[0], queue.shape[1], read_idx.shape[0]
-    teacher, one_half = logits.shape[0] > 0, np.float32(0.5)
+    teacher, excited, one_half = logits.shape[0] > 0, inp.shape[0] > 0, np.float32(0.5)
     for thread in prange(n_threads):  # each thread owns the rows thread, thread + n_threads, ...
         hs = np.empty(n_res + n_skip, np.float32)  # layer input | running skip sum
         h = hs[:n_res]
@@ -271,6 +279,8 @@ def _run_numba(
             p, c = t % period, (t - t0) // cond_rate
             for b in range(thread, batch, n_threads):
                 h[:] = emb[classes[t, b]]
+                if excited:
+                    h += inp[t - t0, b]
                 hs[n_res:] = 0.0
                 for l in range(n_layers):
                     gate[:] = cond[c, l, b]
@@ -309,15 +319,17 @@ def _numba_loop() -> Callable[..., None]:
 
 def run_numba(
     w: StepWeights, s: StepState, cond: Tensor, cond_rate: int, bias: Tensor, classes: Tensor,
-    logits: Tensor | None, t0: int, t1: int,
+    logits: Tensor | None, t0: int, t1: int, inp: Tensor | None = None,
 ) -> None:
     """Compiled CPU kernel (numba): the whole loop outside Python, batch rows split over the CPU threads."""
     if cond.device.type != "cpu" or cond.dtype != torch.float32:
         raise ValueError("kernel 'numba' needs float32 tensors on the CPU")
     if logits is None:
         logits = cond.new_empty(0, 0, 0)
+    if inp is None:
+        inp = cond.new_empty(0, 0, 0)
     arrays = (w.emb, w.cur, w.past, w.res_skip, w.hidden_w, w.hidden_b, w.logit_w, s.queue, s.read_idx, s.write_idx,
-              cond, cond_rate, bias.contiguous(), classes, logits)
+              cond, cond_rate, bias.contiguous(), classes, logits, inp)
     import numba
 
     _numba_loop()(*[a.numpy() if isinstance(a, Tensor) else a for a in arrays], t0, t1,
