@@ -27,7 +27,7 @@ from torch import nn
 from .audio import input_gain, mu_law_decode, mu_law_encode, prepare_waveform, scale
 from .batching import pad_batch
 from .encoder import Encoder, num_frames
-from .f0 import F0Stats, check_contour_length, f0_hop, harmonics, log_f0_stats, map_contour, quantise, track
+from .f0 import SINE_AMP, F0Stats, check_contour_length, f0_hop, harmonics, log_f0_stats, map_contour, quantise, track
 from .latent_losses import ContrastivePredictor, SpeakerAdversary
 from .perturb import perturb_on, perturb_view
 from .quantizer import VectorQuantizer
@@ -467,8 +467,10 @@ class VQVAE(nn.Module):
 
     def wavenet_excitation(self, f0: torch.Tensor, voiced: torch.Tensor, n: int) -> torch.Tensor:
         """F0 [B, T_f] and voicing [B, T_f] at contour_hop -> the WaveNet's excitation [B, H, n]: the sine harmonics,
-        zero where unvoiced (`f0.harmonics`), cut or zero-padded to n samples."""
+        zero where unvoiced (`f0.harmonics`), at unit amplitude (on the scale of the embedded input: at the NSF's
+        SINE_AMP = 0.1 the trained projection stayed at its initial weights), cut or zero-padded to n samples."""
         e = harmonics(f0.float(), voiced, self.sample_rate, self.contour_hop, self.decoder.excitation_harmonics)
+        e = e / SINE_AMP
         return F.pad(e, (0, max(0, n - e.shape[-1])))[..., :n]
 
     def f0_contour(self, wav: torch.Tensor | np.ndarray) -> Contour:

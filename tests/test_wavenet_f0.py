@@ -100,6 +100,8 @@ def test_a_vqvae_with_an_excitation_trains_on_its_own_contour_and_decodes_given_
     model.eval()
     contour = model.f0_contour(model.prepare(wav, SR).numpy())
     assert contour[1].mean() > 0.9 and abs(np.median(contour[0][contour[1]]) - 150) < 2
+    e = model.wavenet_excitation(*(torch.from_numpy(a)[None] for a in contour), len(wav))
+    assert e.shape == (1, 4, len(wav)) and 0.99 < float(e.abs().max()) <= 1.0  # unit-amplitude sines
     codes = model.encode(wav, SR)
     alone = model.decode(codes, "p226", greedy=True, decoder="wavenet", f0=contour)
     short = (contour[0][: 2 * 10], contour[1][: 2 * 10])
