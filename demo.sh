@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--pretrained" ]]; then
 else
     RUN="${1:-runs/demo}"
     CKPT="$RUN/speech/checkpoints/last.pt"
-    audio-vqvae-train run_dir="$RUN" "${@:2}"
+    audio-vqvae-train run_dir="$RUN" trainer.max_steps=600 "${@:2}"  # the 10-minute budget on 2 cores
     # shellcheck disable=SC2086  # the overrides are words
     audio-vqvae-train-speech vqvae="$RUN/checkpoints/best.pt" run_dir="$RUN/speech" \
         ${SPEECH_OVERRIDES:-}

@@ -38,6 +38,10 @@ def source(seconds: float, sample_rate: int) -> np.ndarray:
 def measure(seconds: float, repeats: int, wavenet_seconds: float) -> dict[str, Any]:
     """x real time of each job at 1 and 2 threads."""
     model = VQVAE.from_pretrained(str(VQVAE_DIR))
+    cfg = model.config["model"]
+    excited = VQVAE.from_config({**cfg, "decoder": {**cfg["decoder"], "excitation_harmonics": 8}}, model.speakers)
+    excited.load_state_dict(model.state_dict(), strict=False)  # the excitation's projection stays random
+    excited.eval()
     wav = source(seconds, model.sample_rate)
     codes = model.encode(wav, model.sample_rate)
     out: dict[str, Any] = {}
@@ -57,10 +61,6 @@ def measure(seconds: float, repeats: int, wavenet_seconds: float) -> dict[str, A
     short_wav = source(wavenet_seconds, model.sample_rate)
     short = model.encode(short_wav, model.sample_rate)
     contour = model.f0_contour(short_wav)
-    cfg = model.config["model"]
-    excited = VQVAE.from_config({**cfg, "decoder": {**cfg["decoder"], "excitation_harmonics": 8}}, model.speakers)
-    excited.load_state_dict(model.state_dict(), strict=False)  # the excitation's projection stays random
-    excited.eval()
     for name, m, f0 in (("wavenet", model, None), ("wavenet_f0", excited, contour)):
         m.decode(short[:5], 0, decoder="wavenet", f0=None if f0 is None else (f0[0][:15], f0[1][:15]))  # numba
         t = median_seconds(lambda m=m, f0=f0: m.decode(short, 0, decoder="wavenet", f0=f0), max(1, repeats // 2))
