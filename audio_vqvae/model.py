@@ -258,7 +258,7 @@ class VQVAE(nn.Module):
         q = self.quantizer(z_e)
         z = time_jitter(q.quantized, self.jitter) if self.training else q.quantized
         excitation = None
-        if self.decoder.excitation_proj is not None:  # the target's own contour (F0 tracked on the CPU)
+        if self.decoder.takes_f0:  # the target's own contour (F0 tracked on the CPU)
             contours = [self.f0_contour(w) for w in wav[:, 0, :T].detach().float().cpu().numpy()]
             excitation = self.wavenet_excitation(*(torch.from_numpy(np.stack(a)).to(wav.device)
                                                    for a in zip(*contours)), T)
@@ -410,7 +410,7 @@ class VQVAE(nn.Module):
             out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
             return out[0] if single else out
         excitation = None
-        if self.decoder.excitation_proj is not None:
+        if self.decoder.takes_f0:
             excitation = self.wavenet_excitation(*self._contours(latents, spk, n_frames, contours),
                                                  latents.shape[-1] * self.hop)
         elif f0 is not None:
@@ -432,6 +432,11 @@ class VQVAE(nn.Module):
         wavs = mu_law_decode(classes, self.decoder.n_classes)
         out = [w[: int(n) * self.hop] for w, n in zip(wavs, n_frames)]
         return out[0] if single else out
+
+    def uses_f0(self, decoder: str) -> bool:
+        """Whether decoding with `decoder` ("auto" resolved) takes F0 contours: the speech path does, and so does a
+        WaveNet with an F0 excitation input (decoder.excitation_harmonics > 0)."""
+        return self.resolve_decoder(decoder) == "source_filter" or self.decoder.takes_f0
 
     def resolve_decoder(self, decoder: str) -> str:
         """"auto" -> "source_filter" when the model has a speech path, else "wavenet"; a ValueError for unknown names
@@ -480,7 +485,7 @@ class VQVAE(nn.Module):
         wav = np.asarray(wav, dtype=np.float32)
         if self.speech is not None:
             f0, voiced = self.speech.track(wav)
-        elif self.decoder.excitation_proj is not None:
+        elif self.decoder.takes_f0:
             f0, voiced = track(wav, self.sample_rate)
         else:
             raise ValueError("F0: this checkpoint has no speech path (its F0 frame rate and tracker settings)")
@@ -508,7 +513,7 @@ class VQVAE(nn.Module):
         x = self.prepare(wav, sr)
         codes = self.encode_prepared([x])[0]
         decoder = self.resolve_decoder(decoder)
-        if decoder == "wavenet" and self.decoder.excitation_proj is None:
+        if not self.uses_f0(decoder):
             return self.decode(codes, target_speaker, temperature, greedy, decoder="wavenet", generator=generator)
         if f0 == "mapped" and self.speech is None:
             raise ValueError("f0=mapped needs the speakers' log-F0 statistics of a speech path; use f0=source or "

@@ -109,7 +109,7 @@ def synthesize(
     after each batch); generator is the sampling's (or the excitation noise's) random source.
     """
     speech = model.resolve_decoder(decoder) == "source_filter"
-    uses_f0 = speech or model.decoder.excitation_proj is not None
+    uses_f0 = model.uses_f0(decoder)
     for batch in batches(jobs, batch_size):
         step = None if progress is None else _times(progress, len(batch))
         wavs = model.decode([torch.from_numpy(j.codes) for j in batch], [j.speaker for j in batch],
@@ -221,14 +221,14 @@ def check_f0_request(model: VQVAE, request: Request) -> tuple[bool, str]:
     cannot be honoured (F0 without a speech path or with a WaveNet that takes none, a source contour for prior
     samples). A WaveNet with an F0 excitation and no speech path decodes with the source contour only."""
     mode = request.f0
-    excited = model.decoder.excitation_proj is not None
+    excited = model.decoder.takes_f0
     if mode is not None and mode not in F0_CHOICES:
         raise ValueError(f"--f0 {mode}: must be one of {', '.join(F0_CHOICES)}")
     if mode is not None and model.speech is None and not (excited and mode == "source"):
         raise ValueError(f"--f0 {mode}: this checkpoint has no speech path (F0 + source-filter decoder); train one "
                          "with audio-vqvae-train-speech vqvae=CHECKPOINT")
     try:
-        uses_f0 = model.resolve_decoder(request.decoder) == "source_filter" or excited
+        uses_f0 = model.uses_f0(request.decoder)
     except ValueError as err:
         raise ValueError(f"--{err}") from None
     if mode is not None and not uses_f0:

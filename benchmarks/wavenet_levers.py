@@ -68,7 +68,7 @@ def measure(checkpoint: str, seconds: float, temperatures: list[float]) -> dict[
     items = sources(model, seconds)
     refs = [track(w) for _, w in items]
     codes = [model.encode(w, model.sample_rate) for _, w in items]
-    excited = model.decoder.excitation_proj is not None
+    excited = model.decoder.takes_f0
     contours = [model.f0_contour(w) for _, w in items] if excited else None
     out: dict[str, Any] = {"checkpoint": checkpoint, "n": len(items), "seconds_each": seconds,
                            "excitation_harmonics": model.decoder.excitation_harmonics,

@@ -68,7 +68,7 @@ def contours(model: VQVAE, job: dict[str, Any], source: Contour, opts: EvalOptio
     if job["kind"] == "self":
         return source, source
     if model.speech is None:
-        return (source if model.decoder.excitation_proj is not None else None), source
+        return (source if model.decoder.takes_f0 else None), source
     mapped = mapped_contour(source, model.speech.speaker_stats(model.speaker_index(job["target"])))
     if opts.f0 == "source":
         return source, source
@@ -81,7 +81,7 @@ def decode(model: VQVAE, wavs: Sequence[np.ndarray], speakers: Sequence[str], gi
     contours; "wavenet": sampled at opts.temperature, given the contours when it takes an F0 excitation) ->
     (codes [T // hop], decoded waveforms [T // hop * hop])."""
     codes = units_of(model, wavs)
-    f0 = list(given) if decoder == "source_filter" or model.decoder.excitation_proj is not None else None
+    f0 = list(given) if model.uses_f0(decoder) else None
     out = model.decode([torch.from_numpy(c) for c in codes], list(speakers), temperature=opts.temperature,
                        decoder=decoder, f0=f0)
     return codes, [d.cpu().numpy() for d in out]
@@ -145,8 +145,7 @@ def resynthesis_quality(model: VQVAE, jobs: list[dict[str, Any]], probe: Speaker
     round-trip units, for self-resynthesis MCD against the source and the recogniser's WER next to the natural
     audio's (utterances in `transcripts`), and each against `TARGETS`. Returns the section and the audio panels."""
     decoder = model.resolve_decoder(opts.decoder)
-    uses_f0 = decoder == "source_filter" or model.decoder.excitation_proj is not None
-    f0 = None if not uses_f0 else opts.f0 if model.speech is not None else "source"
+    f0 = None if not model.uses_f0(decoder) else opts.f0 if model.speech is not None else "source"
     section: dict[str, Any] = {"decoder": decoder, "f0": f0,
                                "pitch_tracker": pitch_tracker_name(model), "self": None, "conversion": None,
                                "conversion_seen": None, "conversion_unseen": None, "intelligibility": None,

@@ -129,6 +129,11 @@ class WaveNet(nn.Module):
         self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(s, s, 1), nn.ReLU(), nn.Conv1d(s, n_classes, 1))
 
     @property
+    def takes_f0(self) -> bool:
+        """Whether the net has an F0 excitation input (excitation_harmonics > 0): forward and generation need one."""
+        return self.excitation_proj is not None
+
+    @property
     def receptive_field(self) -> int:
         """Logit t depends on the samples t-receptive_field .. t-1."""
         return (self.kernel_size - 1) * sum(self.dilations) + 1
